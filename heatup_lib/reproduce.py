@@ -1,0 +1,118 @@
+"""Batch reproduction: execute the book's chapters with papermill on a parameter preset."""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+__all__ = ["PRESETS", "KERNEL_NAME", "ChapterRun", "project_root", "chapters", "load_preset", "run_chapters",
+           "inject_parameters", "summary_table"]
+
+log = logging.getLogger(__name__)
+
+PRESETS = ("smoke", "default", "paper")
+KERNEL_NAME = "heatup"
+
+
+@dataclass
+class ChapterRun:
+    """The outcome of executing one chapter."""
+
+    chapter: str
+    preset: str
+    status: str          # "ok", "failed" or "skipped"
+    seconds: float
+    output: Path
+    error: str = ""
+
+
+def project_root() -> Path:
+    """The folder holding ``notebooks/`` and ``params/`` (the repository, for an editable install)."""
+    here = Path(__file__).resolve().parent.parent
+    if (here / "notebooks").is_dir() and (here / "params").is_dir():
+        return here
+    cwd = Path.cwd()
+    if (cwd / "notebooks").is_dir() and (cwd / "params").is_dir():
+        return cwd
+    raise FileNotFoundError(f"cannot find the project's notebooks/ and params/ folders near {here} or in {cwd}")
+
+
+def chapters(root: Path | None = None, only: list[str] | None = None) -> list[Path]:
+    """The chapter notebooks in reading order, optionally those whose name starts with one of ``only``."""
+    root = root or project_root()
+    found = sorted((root / "notebooks").glob("[0-9][0-9]_*.ipynb"))
+    if only:
+        chosen = [p for p in found if any(p.name.startswith(o) for o in only)]
+        unknown = [o for o in only if not any(p.name.startswith(o) for p in found)]
+        if unknown:
+            raise ValueError(f"--only {unknown} matches no chapter; chapters are {[p.stem for p in found]}")
+        found = chosen
+    return found
+
+
+def load_preset(preset: str, root: Path | None = None) -> dict[str, Any]:
+    """The parameters of ``params/<preset>.yaml`` as a dict."""
+    if preset not in PRESETS:
+        raise ValueError(f"preset must be one of {PRESETS}, got {preset!r}")
+    path = (root or project_root()) / "params" / f"{preset}.yaml"
+    params = yaml.safe_load(path.read_text()) or {}
+    if not isinstance(params, dict):
+        raise ValueError(f"{path} must hold a mapping of parameter names to values, got {type(params).__name__}")
+    params["preset"] = preset
+    return params
+
+
+def inject_parameters(notebook: Path, output: Path, parameters: dict[str, Any]) -> Path:
+    """Write ``notebook`` to ``output`` with papermill's injected-parameters cell, without executing it."""
+    import papermill as pm
+
+    output.parent.mkdir(parents=True, exist_ok=True)
+    pm.execute_notebook(str(notebook), str(output), parameters=parameters, prepare_only=True,
+                        kernel_name=KERNEL_NAME, progress_bar=False)
+    return output
+
+
+def run_chapters(preset: str, out: Path, only: list[str] | None = None, keep_going: bool = False,
+                 overrides: dict[str, Any] | None = None, root: Path | None = None) -> list[ChapterRun]:
+    """Execute the chapters in order with papermill; each runs in ``notebooks/`` as in JupyterLab."""
+    import papermill as pm
+
+    root = root or project_root()
+    params = {**load_preset(preset, root), **(overrides or {})}
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    results: list[ChapterRun] = []
+    failed = False
+    for nb in chapters(root, only):
+        target = out / nb.name
+        if failed and not keep_going:
+            results.append(ChapterRun(nb.stem, preset, "skipped", 0.0, target))
+            continue
+        log.info("executing %s on preset %s", nb.name, preset)
+        start = time.perf_counter()
+        try:
+            pm.execute_notebook(str(nb), str(target), parameters=params, kernel_name=KERNEL_NAME,
+                                cwd=str(nb.parent), progress_bar=False)
+            results.append(ChapterRun(nb.stem, preset, "ok", time.perf_counter() - start, target))
+        except Exception as err:  # papermill raises PapermillExecutionError, but also kernel errors
+            failed = True
+            first = str(err).strip().splitlines()
+            results.append(ChapterRun(nb.stem, preset, "failed", time.perf_counter() - start, target,
+                                      first[-1] if first else type(err).__name__))
+    return results
+
+
+def summary_table(results: list[ChapterRun]) -> str:
+    """A plain-text table: chapter, preset, status, time, output (and the error of failed chapters)."""
+    rows = [("chapter", "preset", "status", "time", "output")]
+    rows += [(r.chapter, r.preset, r.status, f"{r.seconds:.1f} s", str(r.output)) for r in results]
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in rows]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    lines += [f"{r.chapter}: {r.error}" for r in results if r.error]
+    return "\n".join(lines)
