@@ -1,0 +1,85 @@
+"""Run records: JSON normalisation, parameter comparison, reading and finding records."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from heatup_lib import records
+
+
+def test_params_match_and_diff_after_json_normalisation():
+    a = {"config": {"lr": 0.001, "betas": (0.9, 0.999), "root": Path("/x")}, "extra": {"dataset": "mnist"}}
+    b = {"config": {"lr": 0.001, "betas": [0.9, 0.999], "root": "/x"}, "extra": {"dataset": "mnist"}}
+    assert records.params_match(a, b)
+    assert records.params_digest(a) == records.params_digest(b)
+    c = {"config": {"lr": 0.0001, "betas": [0.9, 0.999], "root": "/x"}, "extra": {"dataset": "mnist", "k": 1}}
+    assert not records.params_match(a, c)
+    assert records.params_diff(a, c) == ["config.lr", "extra.k"]
+    assert records.params_digest(a) != records.params_digest(c)
+    # 1 and 1.0 and True are different parameters
+    assert records.params_diff({"x": 1}, {"x": 1.0}) == ["x"]
+    assert records.params_diff({"x": 1}, {"x": True}) == ["x"]
+
+
+def test_non_finite_or_opaque_values_are_refused():
+    with pytest.raises(ValueError, match="finite"):
+        records.normalize_params({"loss": float("nan")})
+    with pytest.raises(ValueError, match="cannot store"):
+        records.normalize_params({"f": object()})
+    assert records.normalize_params({"t": torch.tensor(2.5)}) == {"t": 2.5}
+    # measured values (history, metrics) keep a NaN as null instead of failing a long run
+    assert records.normalize_values({"nmi": float("nan"), "r": [1.0, float("inf")]}) == {"nmi": None, "r": [1.0, None]}
+
+
+def test_write_and_load_record_roundtrip(tmp_path):
+    run = tmp_path / "runs" / "a"
+    records.write_params(run, {"config": {"lr": 1e-3}})
+    rec = records.load_record(run)
+    assert rec.params == {"config": {"lr": 1e-3}} and rec.history == [] and not rec.complete
+    history = [{"epoch": 0, "loss": 1.5}, {"epoch": 1, "loss": 1.25}]
+    records.write_history(run, history)
+    assert (run / "history.jsonl").read_text().count("\n") == 2
+    records.write_environment(run, "cpu")
+    records.save_checkpoint(run, {"epoch": 2, "w": torch.arange(3.0)})
+    records.write_metrics(run, {"recall@1": 0.5})
+    rec = records.load_record(run)
+    assert rec.complete and rec.metrics == {"recall@1": 0.5} and rec.history == history
+    env = rec.environment
+    assert {"python", "torch", "torchvision", "device_name", "git_commit", "hostname", "date"} <= set(env)
+    assert env["torch"] == torch.__version__
+    ckpt = rec.load_checkpoint()
+    assert ckpt["epoch"] == 2 and torch.equal(ckpt["w"], torch.arange(3.0))
+    # no temporary files left behind by the atomic writes
+    assert sorted(p.name for p in run.iterdir()) == sorted(
+        ["params.json", "history.jsonl", "environment.json", "checkpoint.pt", "metrics.json"])
+
+
+def test_find_records_and_missing_record(tmp_path):
+    for name, done in (("b", True), ("a", False), ("c/d", True)):
+        records.write_params(tmp_path / name, {"name": name})
+        if done:
+            records.write_metrics(tmp_path / name, {})
+    (tmp_path / "not_a_run").mkdir()
+    found = records.find_records(tmp_path)
+    assert [r.params["name"] for r in found] == ["a", "b", "c/d"]
+    assert [r.params["name"] for r in records.find_records(tmp_path, complete_only=True)] == ["b", "c/d"]
+    assert records.find_records(tmp_path / "nothing") == []
+    with pytest.raises(FileNotFoundError, match="params.json"):
+        records.load_record(tmp_path / "not_a_run")
+
+
+def test_git_commit_tolerates_no_repository(tmp_path):
+    assert records.git_commit(tmp_path) is None
+    commit = records.git_commit()
+    assert commit is None or len(commit.removesuffix("-dirty")) == 40
+
+
+def test_json_files_are_valid_and_sorted(tmp_path):
+    records.write_params(tmp_path, {"b": 1, "a": {"d": 2, "c": 3}})
+    text = (tmp_path / "params.json").read_text()
+    assert json.loads(text) == {"a": {"c": 3, "d": 2}, "b": 1}
+    assert text.index('"a"') < text.index('"b"')
