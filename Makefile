@@ -16,11 +16,12 @@ STAMP := $(VENV)/.heatup-installed
 # The stamp records what was installed; when any of these inputs change, `make venv` reinstalls.
 INPUTS := pyproject.toml Makefile
 
-.PHONY: help venv book html test lab kernel clean clean-book data
+.PHONY: help venv book html test check-book lab kernel clean clean-book data browser
 
 help:
 	@echo "make book   execute every chapter on params/$(PRESET).yaml and build the HTML book in _build/html"
 	@echo "make test   unit tests + every chapter under nbval on params/smoke.yaml"
+	@echo "make check-book  build the book on params/smoke.yaml and check every page in headless Chromium"
 	@echo "make lab    open the notebooks in JupyterLab with the project's kernel"
 	@echo "make venv   create/update .venv only"
 
@@ -55,17 +56,33 @@ book: venv data
 # Assemble the book's sources with the executed notebooks in place of the clean ones, then render.
 EXECUTED ?= _build/executed
 html: venv
-	rm -rf _build/site && mkdir -p _build/site/notebooks
-	cp -r _config.yml _toc.yml book _build/site/
-	cp $(EXECUTED)/*.ipynb _build/site/notebooks/ 2>/dev/null || true
+	$(BIN)/python -c 'import sys; from heatup_lib.reproduce import stage_book; stage_book(sys.argv[1], "_build/site")' '$(EXECUTED)'
 	$(BIN)/jupyter-book build _build/site --path-output . --warningiserror --keep-going
 	@echo "==> book: _build/html/index.html"
 
-test: venv
-	$(BIN)/python -m pytest tests
+test: venv browser
+	$(BIN)/python -m pytest tests --ignore=tests/test_book.py
+
+# The rendered book in headless Chromium (tests/test_book.py): it executes every chapter on the smoke
+# preset and builds the book, more than `make test`'s time allows; CI runs it after `make test`.
+check-book: venv browser
+	$(BIN)/python -m pytest tests/test_book.py
+
+# Debian's Chromium for the browser tests (tests/test_book.py, tests/test_lab.py); nothing when it is there.
+HEATUP_CHROMIUM ?= /usr/bin/chromium
+browser:
+	@if [ -x $(HEATUP_CHROMIUM) ]; then exit 0; fi; \
+	if ! command -v apt-get >/dev/null; then \
+	  echo "error: no $(HEATUP_CHROMIUM) and no apt-get: install Chromium yourself and run with HEATUP_CHROMIUM=/path/to/it" >&2; exit 1; fi; \
+	if [ "$$(id -u)" != 0 ]; then \
+	  echo "error: no $(HEATUP_CHROMIUM); the browser tests need it. As root: apt-get update && apt-get install -y chromium chromium-driver" >&2; exit 1; fi; \
+	echo "==> installing Debian's chromium and chromium-driver"; \
+	apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null || \
+	  { echo "error: apt-get could not install chromium chromium-driver (see above)" >&2; exit 1; }; \
+	test -x $(HEATUP_CHROMIUM) || { echo "error: chromium installed but $(HEATUP_CHROMIUM) is missing; set HEATUP_CHROMIUM=..." >&2; exit 1; }
 
 lab: venv
-	$(BIN)/jupyter lab --notebook-dir=. notebooks/01_temperature.ipynb
+	$(BIN)/jupyter lab --notebook-dir=. $$([ "$$(id -u)" = 0 ] && echo --allow-root) notebooks/01_temperature.ipynb
 
 clean-book:
 	rm -rf _build

@@ -44,7 +44,7 @@ def project_root() -> Path:
 
 def chapters(root: Path | None = None, only: list[str] | None = None) -> list[Path]:
     """The chapter notebooks in reading order, optionally those whose name starts with one of ``only``."""
-    root = root or project_root()
+    root = Path(root or project_root())
     found = sorted((root / "notebooks").glob("[0-9][0-9]_*.ipynb"))
     if only:
         chosen = [p for p in found if any(p.name.startswith(o) for o in only)]
@@ -59,7 +59,7 @@ def load_preset(preset: str, root: Path | None = None) -> dict[str, Any]:
     """The parameters of ``params/<preset>.yaml`` as a dict."""
     if preset not in PRESETS:
         raise ValueError(f"preset must be one of {PRESETS}, got {preset!r}")
-    path = (root or project_root()) / "params" / f"{preset}.yaml"
+    path = Path(root or project_root()) / "params" / f"{preset}.yaml"
     params = yaml.safe_load(path.read_text()) or {}
     if not isinstance(params, dict):
         raise ValueError(f"{path} must hold a mapping of parameter names to values, got {type(params).__name__}")
@@ -82,7 +82,7 @@ def run_chapters(preset: str, out: Path, only: list[str] | None = None, keep_goi
     """Execute the chapters in order with papermill; each runs in ``notebooks/`` as in JupyterLab."""
     import papermill as pm
 
-    root = root or project_root()
+    root = Path(root or project_root())
     params = {**load_preset(preset, root), **(overrides or {})}
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -116,3 +116,69 @@ def summary_table(results: list[ChapterRun]) -> str:
     lines.insert(1, "  ".join("-" * w for w in widths))
     lines += [f"{r.chapter}: {r.error}" for r in results if r.error]
     return "\n".join(lines)
+
+
+# --- staging the book ----------------------------------------------------------------------------
+
+BOOK_SOURCES = ("_config.yml", "_toc.yml", "book")
+
+
+def _toc_files(toc: Any) -> list[str]:
+    """Every ``file:`` entry of a jupyter-book ``_toc.yml`` (root, parts, chapters, sections)."""
+    found: list[str] = []
+    if isinstance(toc, dict):
+        for key, value in toc.items():
+            if key in ("file", "root") and isinstance(value, str):
+                found.append(value)
+            else:
+                found += _toc_files(value)
+    elif isinstance(toc, list):
+        for item in toc:
+            found += _toc_files(item)
+    return found
+
+
+def stage_book(executed_dir: str | Path, out_dir: str | Path, root: str | Path | None = None) -> Path:
+    """Assemble the book's sources in ``out_dir``: the configuration, ``book/``, and the executed chapters as ``notebooks/``.
+
+    The clean notebooks are never staged: a page of the book is always an executed notebook. Every
+    file that ``_toc.yml`` lists must be there, so that a chapter that failed to execute stops the
+    build here with its name instead of as a Sphinx warning.
+    """
+    import shutil
+    import tempfile
+
+    root = Path(root) if root is not None else project_root()
+    executed_dir, out_dir = Path(executed_dir), Path(out_dir)
+    if not executed_dir.is_dir():
+        raise FileNotFoundError(f"no executed notebooks in {executed_dir}: run `heatup reproduce --out {executed_dir}` first")
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
+    try:
+        for name in BOOK_SOURCES:
+            source = root / name
+            if source.is_dir():
+                shutil.copytree(source, staging / name, ignore=shutil.ignore_patterns(".ipynb_checkpoints", "__pycache__"))
+            else:
+                shutil.copy2(source, staging / name)
+        (staging / "notebooks").mkdir()
+        for nb in sorted(executed_dir.glob("*.ipynb")):
+            shutil.copy2(nb, staging / "notebooks" / nb.name)
+        toc = yaml.safe_load((staging / "_toc.yml").read_text())
+        missing = [f for f in _toc_files(toc)
+                   if not any((staging / f).with_suffix(ext).is_file() or (staging / (f + ext)).is_file()
+                              for ext in (".md", ".ipynb"))]
+        if missing:
+            raise FileNotFoundError(f"_toc.yml lists {missing}, which neither book/ nor the executed notebooks in "
+                                    f"{executed_dir} hold; run `heatup reproduce` for the missing chapters")
+        if out_dir.exists():
+            shutil.rmtree(out_dir)
+        staging.rename(out_dir)
+    finally:
+        if staging.exists():
+            shutil.rmtree(staging)
+    log.info("book sources staged in %s", out_dir)
+    return out_dir
+
+
+__all__ += ["BOOK_SOURCES", "stage_book"]
