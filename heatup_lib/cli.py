@@ -58,14 +58,131 @@ def _run_prepare(args: argparse.Namespace) -> int:
 
 # --- train and evaluate --------------------------------------------------------------------------
 
+TRAIN_DATASETS = ("cub200", "cars196", "sop")
+TRAIN_VARIANTS = ("sm", "ls", "ln", "bn", "hln", "hbn")
+
+
+def _bool_flag(p: argparse.ArgumentParser, name: str, help: str) -> None:
+    """``--name`` / ``--no-name``, default None (the preset decides)."""
+    p.add_argument(f"--{name}", dest=name.replace("-", "_"), action=argparse.BooleanOptionalAction,
+                   default=None, help=help)
+
+
 def _add_train(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("train", help="train one variant on a benchmark and write its run record")
-    p.set_defaults(func=_not_yet("train"))
+    p = sub.add_parser(
+        "train", help="train one variant on a benchmark and write its run record",
+        description="Train one row of the paper's tables (sm, ls, ln, bn, hln, hbn) with Inception v1 on "
+        "cub200, cars196 or sop, evaluating the test split every few epochs, and write a run record "
+        "under --runs-dir. --data is a cache made by `heatup prepare` or the dataset's official folder "
+        "(decoded once into RUNS_DIR/cache). Runs unchanged under `torchrun --nproc_per_node=N` "
+        "(DistributedDataParallel; give a prepared cache there). A finished run with identical "
+        "parameters is loaded, not retrained.")
+    p.add_argument("--dataset", required=True, choices=TRAIN_DATASETS)
+    p.add_argument("--variant", required=True, choices=TRAIN_VARIANTS, help="table row (h = heated up)")
+    p.add_argument("--data", required=True, help="prepared cache folder or the dataset's official folder")
+    p.add_argument("--preset", default="paper", choices=("smoke", "default", "paper"),
+                   help="settings to start from (default: paper, the reproduction)")
+    p.add_argument("--epochs", type=int, default=None, help="number of epochs (paper: 80)")
+    p.add_argument("--heatup-epoch", type=int, default=None,
+                   help="first heated epoch, 0-based (default: 3/4 of --epochs; paper 60)")
+    p.add_argument("--batch-size", type=int, default=None, help="global batch size (paper: 32)")
+    p.add_argument("--embedding-dim", type=int, default=None, help="embedding size (paper: 64)")
+    p.add_argument("--lr", type=float, default=None, help="base learning rate (paper: 0.004, SOP 0.01)")
+    p.add_argument("--alpha", type=float, default=None, help="alpha of LN/BN rows before the heat-up (paper: 16)")
+    p.add_argument("--image-size", type=int, default=None, help="side of the cached images (paper: 256)")
+    p.add_argument("--crop-size", type=int, default=None, help="training/test crop (paper: 224)")
+    p.add_argument("--eval-every", type=int, default=None, help="evaluate every N epochs (0: only at the end)")
+    p.add_argument("--seed", type=int, default=None)
+    _bool_flag(p, "pretrained", "start from ImageNet weights (paper: yes)")
+    p.add_argument("--weights", default=None, help="GoogLeNet weights file instead of the torch hub cache")
+    _bool_flag(p, "amp", "bf16 autocast (default: on for CUDA)")
+    p.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: cuda when available)")
+    p.add_argument("--runs-dir", default="runs", help="where run records go (default: runs)")
+    p.add_argument("--run-name", default=None, help="run folder name (default: DATASET-VARIANT-DIGEST)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.set_defaults(func=_run_train)
+
+
+def _data_args(data: str) -> dict[str, str]:
+    """``cache_dir=`` when ``data`` is a prepared cache, else ``data_root=``."""
+    from .data.cache import ImageCache
+
+    try:
+        ImageCache.open(data, "train")
+    except (FileNotFoundError, ValueError, OSError, KeyError):
+        return {"data_root": data}
+    return {"cache_dir": data}
+
+
+def _run_train(args: argparse.Namespace) -> int:
+    import os
+
+    import torch
+
+    from . import benchmark
+
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:  # under torchrun: join the group; each rank takes its GPU
+        from .train import init_distributed
+
+        _, _, rank_device = init_distributed()
+        if torch.device(device).type == "cuda":
+            device = str(rank_device)
+    overrides = {"num_epochs": args.epochs, "heatup_epoch": args.heatup_epoch, "batch_size": args.batch_size,
+                 "embedding_dim": args.embedding_dim, "lr": args.lr, "alpha": args.alpha,
+                 "image_size": args.image_size, "crop_size": args.crop_size, "eval_every": args.eval_every,
+                 "seed": args.seed, "pretrained": args.pretrained, "weights": args.weights, "amp": args.amp}
+    overrides = {k: v for k, v in overrides.items() if v is not None}
+    data = _data_args(args.data)
+    if "data_root" in data and int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        raise ValueError(f"--data {args.data!r} is not a prepared cache; under torchrun prepare it first "
+                         f"with `heatup prepare {args.dataset} --root {args.data} --out CACHE` and pass --data CACHE")
+    result = benchmark.run_experiment(args.dataset, args.variant, runs_dir=args.runs_dir, preset=args.preset,
+                                      overrides=overrides, device=device, run_name=args.run_name,
+                                      progress=not args.no_progress, **data)
+    if int(os.environ.get("RANK", "0")) == 0:
+        state = "loaded (identical parameters)" if result.cached else "trained"
+        print(f"run {state}: {result.run_dir}")
+        _print_metrics(result.metrics or {})
+    return 0
+
+
+def _print_metrics(metrics: dict) -> None:
+    """Metrics in percent, counts (``num_*``) as they are."""
+    for key, value in sorted(metrics.items()):
+        print(f"  {key:15s} {value:8.0f}" if key.startswith("num_") else f"  {key:15s} {100 * value:8.2f}")
 
 
 def _add_evaluate(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("evaluate", help="evaluate a recorded run on its test split")
-    p.set_defaults(func=_not_yet("evaluate"))
+    p = sub.add_parser(
+        "evaluate", help="evaluate a recorded run on its test split",
+        description="Load a benchmark run's checkpoint, embed its test split (centre crop, L2-normalised) "
+        "and print the dataset's metrics (NMI, Recall@K, MAP@R, R-Precision) in percent.")
+    p.add_argument("--run", required=True, help="the run folder (holds params.json and checkpoint.pt)")
+    p.add_argument("--data", default=None,
+                   help="prepared cache or official folder (default: the cache the run was trained on)")
+    p.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: cuda when available)")
+    p.add_argument("--batch-size", type=int, default=None, help="images per forward pass")
+    p.add_argument("--json", action="store_true", help="print the metrics as JSON (fractions)")
+    p.set_defaults(func=_run_evaluate)
+
+
+def _run_evaluate(args: argparse.Namespace) -> int:
+    import json
+
+    import torch
+
+    from . import benchmark
+
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    data = _data_args(args.data) if args.data else {}
+    scores = benchmark.evaluate_run(args.run, device=device, batch_size=args.batch_size, **data)
+    if args.json:
+        print(json.dumps(scores, indent=2, sort_keys=True))
+    else:
+        print(f"run {args.run}")
+        _print_metrics(scores)
+    return 0
 
 
 # --- reproduce -----------------------------------------------------------------------------------
