@@ -1,0 +1,460 @@
+"""Retrieval and clustering metrics: Recall@K, MAP@R, R-Precision and NMI, exact and chunked.
+
+Conventions (``../shared/SPEC.md`` section 7):
+
+- Rows are L2-normalised here; similarity is the cosine. Every test sample is a query and the
+  other N - 1 samples are its gallery: the query is excluded *by index*, never by assuming it
+  ranks first (an exact duplicate ties with it).
+- Neighbours are ranked by similarity, descending, ties broken by the lower gallery index, so
+  every result is deterministic and independent of the chunk size and of the device.
+- float64 input is computed in float64; any other type in float32. Queries are processed in
+  chunks whose similarity block fits a memory budget: no N x N matrix is ever built.
+- One pass over the similarity blocks serves Recall@K, MAP@R and R-Precision (:func:`evaluate`
+  runs it once). Each query's nearest neighbours are listed up to max(max R, min(max K, 32)),
+  one more to detect a tie at the cut; a query whose first correct neighbour lies beyond that
+  list (Recall@1000 on SOP) gets its exact rank by counting the samples ranked before its best
+  positive in the same block, which costs less than listing 1000 neighbours for every query.
+- Ties are exact in both dtypes; but a similarity itself may differ in its last bit between
+  chunk sizes or devices (the matrix product's blocking), which can reorder two samples whose
+  similarities differ by less than that rounding.
+- A query whose class has no other member (a *singleton*) has no correct answer: Recall@K can
+  never hit and R = 0 leaves MAP@R undefined. ``singletons="exclude"`` (default, as
+  pytorch-metric-learning does) leaves such queries out of every neighbour metric and logs how
+  many; ``"miss"`` scores them 0 (the older Recall@K codes did this); ``"raise"`` refuses them.
+  When every query is a singleton, the neighbour metrics raise whatever the policy.
+- NMI clusters the normalised embeddings with :func:`heatup_lib.kmeans.kmeans` into as many
+  clusters as classes, then compares clusters and labels.
+
+Metric values are fractions in [0, 1].
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from heatup_lib.kmeans import kmeans
+
+__all__ = [
+    "DATASET_KS",
+    "AVERAGES",
+    "default_chunk_size",
+    "SINGLETONS",
+    "nearest_neighbours",
+    "recall_at_k",
+    "map_at_r",
+    "r_precision",
+    "normalized_mutual_info",
+    "nmi",
+    "evaluate",
+]
+
+log = logging.getLogger(__name__)
+
+DATASET_KS: dict[str, tuple[int, ...]] = {
+    "mnist": (1, 2, 4, 8),
+    "cub200": (1, 2, 4, 8),
+    "cars196": (1, 2, 4, 8),
+    "sop": (1, 10, 100, 1000),
+}
+AVERAGES = ("arithmetic", "geometric", "min", "max")
+SINGLETONS = ("exclude", "miss", "raise")
+
+# Neighbours listed per query before the rank of the first correct one is counted instead.
+_LIST_LENGTH = 32
+# Bytes the (chunk x N) similarity block and its top-k work space may take, per device type.
+_CPU_BUDGET = 256 * 2**20
+_CUDA_BUDGET_MAX = 4 * 2**30
+
+
+# ----------------------------------------------------------------------------- input checks
+def _as_embeddings(embeddings) -> Tensor:
+    """Check (N, D) embeddings and return them L2-normalised (float64 stays float64, else float32)."""
+    x = embeddings
+    if isinstance(x, np.ndarray):
+        x = torch.from_numpy(np.ascontiguousarray(x))
+    elif not isinstance(x, Tensor):
+        x = torch.as_tensor(np.asarray(x))
+    x = x.detach()
+    if x.dtype != torch.float64:
+        x = x.to(torch.float32)
+    if x.dim() != 2:
+        raise ValueError(f"embeddings must be a 2-D array (N, D), got shape {tuple(x.shape)}")
+    n, d = x.shape
+    if n < 2:
+        raise ValueError(f"embeddings need at least 2 samples (a query and a gallery), got N={n}")
+    if d < 1:
+        raise ValueError(f"embeddings need at least 1 dimension, got shape {tuple(x.shape)}")
+    bad = ~torch.isfinite(x).all(dim=1)
+    if bool(bad.any()):
+        rows = bad.nonzero().flatten()[:5].tolist()
+        raise ValueError(
+            f"embeddings must be finite; {int(bad.sum())} rows hold NaN or inf, e.g. rows {rows}"
+        )
+    scale = x.abs().amax(dim=1, keepdim=True)  # divide by it first: no overflow or underflow in the norm
+    zero = scale.squeeze(1) == 0
+    if bool(zero.any()):
+        rows = zero.nonzero().flatten()[:5].tolist()
+        raise ValueError(
+            f"embeddings must have non-zero rows (they are L2-normalised); {int(zero.sum())} rows "
+            f"are all zero, e.g. rows {rows}"
+        )
+    x = x / scale
+    return (x / torch.linalg.vector_norm(x, dim=1, keepdim=True)).contiguous()
+
+
+def _as_codes(labels, n: int, device: torch.device) -> Tensor:
+    """Class labels (N,) of any type as int64 codes 0..C-1 on ``device``."""
+    if isinstance(labels, Tensor):
+        y = labels.detach()
+        if y.dim() != 1:
+            raise ValueError(f"labels must be 1-D (N,), got shape {tuple(y.shape)}")
+        if y.is_floating_point() and not bool(torch.isfinite(y).all()):
+            raise ValueError("labels must be finite, got NaN or inf")
+        codes = torch.unique(y, return_inverse=True)[1] if y.numel() else y.long()
+    else:
+        y = np.asarray(labels)
+        if y.ndim != 1:
+            raise ValueError(f"labels must be 1-D (N,), got shape {y.shape}")
+        if y.dtype.kind == "f" and not np.isfinite(y).all():
+            raise ValueError("labels must be finite, got NaN or inf")
+        codes = torch.from_numpy(np.unique(y, return_inverse=True)[1].reshape(-1).astype(np.int64))
+    if codes.shape[0] != n:
+        raise ValueError(f"labels must have one entry per embedding: got {codes.shape[0]} labels for {n} embeddings")
+    return codes.to(device=device, dtype=torch.int64)
+
+
+def _check_chunk_size(chunk_size) -> None:
+    """Raise unless ``chunk_size`` is None or a positive integer."""
+    if chunk_size is not None and (
+        isinstance(chunk_size, bool) or not isinstance(chunk_size, (int, np.integer)) or chunk_size < 1
+    ):
+        raise ValueError(f"chunk_size must be a positive integer or None, got {chunk_size!r}")
+
+
+def _check_ks(ks: Sequence[int], n: int) -> tuple[int, ...]:
+    """Raise unless every K is an integer in [1, N - 1] (the gallery of a query)."""
+    if isinstance(ks, (int, np.integer)):
+        ks = (ks,)
+    ks = tuple(ks)
+    if not ks:
+        raise ValueError("ks must name at least one K, got an empty sequence")
+    for k in ks:
+        if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
+            raise ValueError(f"every K must be a positive integer, got {k!r} in ks={ks}")
+        if k > n - 1:
+            raise ValueError(f"K={k} is larger than the gallery: each query has N - 1 = {n - 1} other samples")
+    return tuple(int(k) for k in ks)
+
+
+def _check_choice(name: str, value, choices: Sequence[str]) -> None:
+    """Raise unless ``value`` is one of ``choices``."""
+    if value not in choices:
+        raise ValueError(f"{name} must be one of {tuple(choices)}, got {value!r}")
+
+
+def default_chunk_size(num_gallery: int, k: int, device: torch.device, element_size: int = 4) -> int:
+    """Queries per chunk so that the (chunk x N) similarities and the top-k fit the memory budget."""
+    if device.type == "cuda":
+        free, _ = torch.cuda.mem_get_info(device)
+        budget = min(_CUDA_BUDGET_MAX, free // 4)
+    else:
+        budget = _CPU_BUDGET
+    # the similarity block, the mask of one comparison, and the top-k values + indices
+    per_row = num_gallery * (element_size + 1) + (k + 1) * (element_size + 8) * 2
+    return max(1, int(budget // per_row))
+
+
+# ----------------------------------------------------------------------------- neighbour search
+def _sort_ties(vals: Tensor, idx: Tensor) -> tuple[Tensor, Tensor]:
+    """Order rows by value descending, equal values by index ascending."""
+    order = torch.argsort(idx, dim=1)
+    vals, idx = vals.gather(1, order), idx.gather(1, order)
+    order = torch.sort(vals, dim=1, descending=True, stable=True).indices
+    return vals.gather(1, order), idx.gather(1, order)
+
+
+def _neighbour_chunks(x: Tensor, k: int, chunk_size: int) -> Iterator[tuple[int, int, Tensor, Tensor, Tensor]]:
+    """Yield ``(start, end, vals, idx, sims)``: the k nearest others of queries start..end-1 of normalised
+    ``x`` (similarities and indices, (b, k)) and the whole similarity block (b, N), the query at -inf."""
+    n = x.shape[0]
+    k_search = min(k + 1, n)  # one more than needed, to see a tie at the cut
+    xt = x.T
+    for start in range(0, n, chunk_size):
+        end = min(start + chunk_size, n)
+        rows = torch.arange(end - start, device=x.device)
+        sims = torch.mm(x[start:end], xt)  # (b, N) cosine similarities
+        sims[rows, rows + start] = -math.inf  # the query itself, by index
+        vals, idx = sims.topk(k_search, dim=1)  # sorted, but ties in no defined order
+        if k_search > k:
+            cut = (vals[:, k - 1] == vals[:, k]).nonzero().flatten()
+            if cut.numel():  # which of the tied samples make the top k: the lower indices
+                sv, si = torch.sort(sims[cut], dim=1, descending=True, stable=True)
+                vals[cut], idx[cut] = sv[:, :k_search], si[:, :k_search]
+        vals, idx = vals[:, :k], idx[:, :k]
+        tied = (vals[:, 1:] == vals[:, :-1]).any(dim=1).nonzero().flatten()
+        if tied.numel():
+            vals[tied], idx[tied] = _sort_ties(vals[tied], idx[tied])
+        yield start, end, vals, idx, sims
+
+
+def nearest_neighbours(embeddings, k: int, chunk_size: int | None = None) -> tuple[Tensor, Tensor]:
+    """Each sample's k most cosine-similar other samples: similarities (N, k) and indices (N, k).
+
+    The query is excluded by index; ties are broken by the lower index. Results are on the
+    embeddings' device (CPU for numpy input), float32 unless the input is float64.
+    """
+    x = _as_embeddings(embeddings)
+    n = x.shape[0]
+    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or not 1 <= k <= n - 1:
+        raise ValueError(f"k must be an integer in [1, N - 1 = {n - 1}] (the gallery of a query), got {k!r}")
+    _check_chunk_size(chunk_size)
+    k = int(k)
+    chunk = chunk_size or default_chunk_size(n, k, x.device, x.element_size())
+    sims = torch.empty(n, k, dtype=x.dtype, device=x.device)
+    index = torch.empty(n, k, dtype=torch.int64, device=x.device)
+    for start, end, v, i, _ in _neighbour_chunks(x, k, chunk):
+        sims[start:end], index[start:end] = v, i
+    return sims, index
+
+
+# ----------------------------------------------------------------------------- neighbour metrics
+@dataclass(frozen=True)
+class _Ranks:
+    """Per query: rank of the first correct neighbour (k if none in the top k), AP@R, R-Precision."""
+
+    first_hit: Tensor  # (N,) int64, 0-based position
+    ap_at_r: Tensor  # (N,) float64
+    r_prec: Tensor  # (N,) float64
+    keep: Tensor  # (N,) bool: the queries the metrics average over
+    num_singletons: int
+
+
+def _scan(x: Tensor, codes: Tensor, max_k: int, chunk_size, singletons: str, need_r: bool) -> _Ranks:
+    """One chunked neighbour search over normalised ``x`` that yields what the neighbour metrics need."""
+    _check_choice("singletons", singletons, SINGLETONS)
+    _check_chunk_size(chunk_size)
+    n = x.shape[0]
+    r = torch.bincount(codes)[codes] - 1  # (N,) other members of the query's class
+    singleton = r == 0
+    num_singletons = int(singleton.sum())
+    if num_singletons == n:
+        raise ValueError("every class has a single member: no query has a correct neighbour, the metrics are undefined")
+    if num_singletons:
+        if singletons == "raise":
+            raise ValueError(
+                f"{num_singletons} queries belong to classes with a single member (singletons='raise'); "
+                "pass singletons='exclude' to leave them out or 'miss' to count them as failures"
+            )
+        log.warning("%d of %d queries have no other sample of their class; singletons=%r",
+                    num_singletons, n, singletons)
+    max_r = int(r.max()) if need_r else 0
+    # Neighbours are listed up to k_list; a query whose first correct neighbour lies beyond the
+    # list gets its rank by counting the samples ranked before its best positive (cheaper than
+    # listing 1000 neighbours for every query). Positives are looked up in a (classes x largest
+    # class) table; when that would be large, everything is listed instead.
+    counts = torch.bincount(codes)
+    num_classes, largest = counts.numel(), int(counts.max())
+    k_list = max(max_r, max_k)
+    members = None
+    if max_k > _LIST_LENGTH and num_classes * largest <= 16 * n + 2**20:
+        k_list = max(max_r, _LIST_LENGTH)
+        order = torch.argsort(codes, stable=True)  # members of class c: order[offset[c]:offset[c + 1]]
+        offset = torch.cumsum(counts, 0) - counts
+        slot = torch.arange(n, device=x.device) - offset[codes[order]]
+        members = torch.full((num_classes, largest), -1, dtype=torch.int64, device=x.device)
+        members[codes[order], slot] = order
+    chunk = chunk_size or default_chunk_size(n, k_list, x.device, x.element_size())
+    first_hit = torch.empty(n, dtype=torch.int64, device=x.device)
+    ap = torch.zeros(n, dtype=torch.float64, device=x.device)
+    rp = torch.zeros(n, dtype=torch.float64, device=x.device)
+    pos = torch.arange(k_list, device=x.device)
+    for start, end, _, idx, sims in _neighbour_chunks(x, k_list, chunk):
+        rel = codes[idx] == codes[start:end, None]  # (b, k_list) neighbour j shares the query's class
+        first = torch.where(rel, pos, k_list).min(dim=1).values
+        if members is not None:
+            beyond = ((first == k_list) & ~singleton[start:end]).nonzero().flatten()
+            if beyond.numel():
+                first[beyond] = _rank_of_best_positive(sims, beyond, start, codes, members)
+        first_hit[start:end] = first.masked_fill(singleton[start:end], n)  # a singleton never hits
+        if need_r:
+            rq = r[start:end]
+            rel_r = rel[:, :max_r] & (pos[:max_r] < rq[:, None])  # relevant and within the first R
+            hits = rel_r.cumsum(dim=1).double()
+            precision = hits / (pos[:max_r] + 1).double()
+            denom = rq.clamp(min=1).double()
+            ap[start:end] = (precision * rel_r).sum(dim=1) / denom
+            rp[start:end] = rel_r.sum(dim=1).double() / denom
+    keep = ~singleton if singletons == "exclude" else torch.ones_like(singleton)
+    return _Ranks(first_hit, ap, rp, keep, num_singletons)
+
+
+def _rank_of_best_positive(sims: Tensor, rows: Tensor, start: int, codes: Tensor, members: Tensor) -> Tensor:
+    """0-based rank of the first correct neighbour of chunk rows ``rows``, by counting who ranks before it.
+
+    ``sims`` is the chunk's (b, N) similarity block (the query at -inf); ``members`` lists each
+    class's samples, padded with -1. The first correct neighbour is the positive with the highest
+    similarity p (the lowest index j* among equals); the samples before it are those with a
+    similarity > p, and those equal to p with an index < j*.
+    """
+    query = rows + start
+    cand = members[codes[query]]  # (u, largest) the query's class, padded with -1
+    valid = (cand >= 0) & (cand != query[:, None])
+    s = sims[rows]  # (u, N)
+    ps = s.gather(1, cand.clamp(min=0)).masked_fill(~valid, -math.inf)
+    p = ps.max(dim=1, keepdim=True).values  # (u, 1)
+    at_p = valid & (ps == p)
+    j_star = torch.where(at_p, cand, sims.shape[1]).min(dim=1).values
+    above = (s > p).sum(dim=1)
+    tied = (s >= p).sum(dim=1) - above  # everything equal to p: j*, positives tied with it, negatives
+    rank = above
+    neg_ties = (tied > at_p.sum(dim=1)).nonzero().flatten()
+    if neg_ties.numel():  # rare: a negative exactly as similar as the best positive
+        cols = torch.arange(sims.shape[1], device=sims.device)
+        before = (s[neg_ties] == p[neg_ties]) & (cols < j_star[neg_ties, None])
+        rank = rank.clone()
+        rank[neg_ties] += before.sum(dim=1)
+    return rank
+
+
+def _recalls(ranks: _Ranks, ks: Sequence[int]) -> dict[int, float]:
+    """Recall@K for each K from the rank of each query's first correct neighbour."""
+    first = ranks.first_hit[ranks.keep]
+    return {k: float((first < k).double().mean()) for k in ks}
+
+
+def recall_at_k(
+    embeddings, labels, ks: Sequence[int] = (1, 2, 4, 8), chunk_size: int | None = None,
+    *, singletons: str = "exclude",
+) -> dict[int, float]:
+    """Recall@K: the fraction of queries with a same-class sample among their K nearest others."""
+    x = _as_embeddings(embeddings)
+    ks = _check_ks(ks, x.shape[0])
+    codes = _as_codes(labels, x.shape[0], x.device)
+    ranks = _scan(x, codes, max(ks), chunk_size, singletons, need_r=False)
+    return _recalls(ranks, ks)
+
+
+def map_at_r(embeddings, labels, chunk_size: int | None = None, *, singletons: str = "exclude") -> float:
+    """MAP@R (Musgrave et al. 2020): mean over queries of (1/R) sum_{i<=R} P@i [i-th neighbour correct].
+
+    R is the number of other samples of the query's class.
+    """
+    x = _as_embeddings(embeddings)
+    ranks = _scan(x, _as_codes(labels, x.shape[0], x.device), 1, chunk_size, singletons, need_r=True)
+    return float(ranks.ap_at_r[ranks.keep].mean())
+
+
+def r_precision(embeddings, labels, chunk_size: int | None = None, *, singletons: str = "exclude") -> float:
+    """R-Precision (Musgrave et al. 2020): mean over queries of the correct fraction of the R nearest others."""
+    x = _as_embeddings(embeddings)
+    ranks = _scan(x, _as_codes(labels, x.shape[0], x.device), 1, chunk_size, singletons, need_r=True)
+    return float(ranks.r_prec[ranks.keep].mean())
+
+
+# ----------------------------------------------------------------------------- clustering
+def normalized_mutual_info(labels_true, labels_pred, average: str = "arithmetic") -> float:
+    """NMI between two labelings, from their contingency table; matches sklearn's ``average_method``.
+
+    ``average`` names the mean of the two entropies that normalises the mutual information:
+    ``"arithmetic"`` (sklearn >= 0.22's default), ``"geometric"`` (sklearn 0.19's, which the
+    paper's code used), ``"min"`` or ``"max"``. Two labelings that each put every sample in one
+    group give 1, as in sklearn.
+    """
+    _check_choice("average", average, AVERAGES)
+    a = _as_codes(labels_true, len(labels_true), torch.device("cpu")).numpy()
+    b = _as_codes(labels_pred, len(labels_pred), torch.device("cpu")).numpy()
+    if a.shape != b.shape:
+        raise ValueError(f"labelings must have the same length, got {a.shape[0]} and {b.shape[0]}")
+    n = a.shape[0]
+    if n == 0:
+        raise ValueError("labelings must not be empty")
+    ka, kb = int(a.max()) + 1, int(b.max()) + 1
+    if ka == kb == 1:
+        return 1.0
+    # the non-zero cells of the (ka x kb) contingency table, without building it
+    cells, nij = np.unique(a.astype(np.int64) * kb + b, return_counts=True)
+    ai = np.bincount(a, minlength=ka)[cells // kb].astype(np.float64)
+    bj = np.bincount(b, minlength=kb)[cells % kb].astype(np.float64)
+    nij = nij.astype(np.float64)
+    mi = float(np.sum(nij / n * (np.log(nij) + math.log(n) - np.log(ai) - np.log(bj))))
+    mi = max(mi, 0.0)
+
+    def entropy(codes: np.ndarray) -> float:
+        p = np.bincount(codes) / n
+        p = p[p > 0]
+        return float(-(p * np.log(p)).sum())
+
+    ha, hb = entropy(a), entropy(b)
+    if mi == 0.0:
+        return 0.0
+    norm = {
+        "arithmetic": (ha + hb) / 2,
+        "geometric": math.sqrt(ha * hb),
+        "min": min(ha, hb),
+        "max": max(ha, hb),
+    }[average]
+    return min(1.0, mi / norm) if norm > 0 else 0.0
+
+
+def nmi(
+    embeddings, labels, num_clusters: int | None = None, seed: int = 0, average: str = "arithmetic",
+    *, init: str = "k-means++", max_iter: int = 20, chunk_size: int | None = None,
+) -> float:
+    """NMI between the labels and a k-means clustering of the normalised embeddings.
+
+    k-means (:func:`heatup_lib.kmeans.kmeans`, ``init``, ``max_iter``, ``seed``) runs on the
+    embeddings' device with ``num_clusters`` clusters (default: the number of classes); at most
+    ``max_iter`` Lloyd iterations (default 20, the budget of faiss's k-means that
+    pytorch-metric-learning uses; small classes converge well within it).
+    ``average="arithmetic"`` (default) is sklearn's current normalisation;
+    ``average="geometric"`` is what sklearn 0.19, used by the paper's code, computed.
+    """
+    _check_choice("average", average, AVERAGES)
+    x = _as_embeddings(embeddings)
+    codes = _as_codes(labels, x.shape[0], x.device)
+    return _nmi(x, codes, num_clusters, seed, average, init=init, max_iter=max_iter, chunk_size=chunk_size)
+
+
+def _nmi(x: Tensor, codes: Tensor, num_clusters, seed: int, average: str, **kmeans_args) -> float:
+    """NMI of normalised ``x`` clustered by k-means against label ``codes``."""
+    k = int(codes.max()) + 1 if num_clusters is None else num_clusters
+    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or not 1 <= k <= x.shape[0]:
+        raise ValueError(f"num_clusters must be an integer in [1, N={x.shape[0]}] or None, got {num_clusters!r}")
+    result = kmeans(x, int(k), seed=seed, **kmeans_args)
+    return normalized_mutual_info(codes.cpu(), result.labels.cpu(), average=average)
+
+
+# ----------------------------------------------------------------------------- all at once
+def evaluate(
+    embeddings, labels, dataset: str = "cub200",
+    *, ks: Sequence[int] | None = None, seed: int = 0, average: str = "arithmetic",
+    chunk_size: int | None = None, singletons: str = "exclude", with_nmi: bool = True,
+) -> dict[str, float]:
+    """Every metric the paper reports for ``dataset``, plus MAP@R and R-Precision, from one search.
+
+    Keys: ``"nmi"``, ``"recall@K"`` for K in ``DATASET_KS[dataset]`` (or ``ks``), ``"map@r"``,
+    ``"r_precision"`` and ``"num_singletons"`` (how many queries had no other sample of their
+    class: excluded from the neighbour metrics unless ``singletons="miss"``; a count, not a
+    fraction). ``with_nmi=False`` skips the clustering.
+    """
+    _check_choice("dataset", dataset, tuple(DATASET_KS))
+    _check_choice("average", average, AVERAGES)
+    x = _as_embeddings(embeddings)
+    ks = _check_ks(DATASET_KS[dataset] if ks is None else ks, x.shape[0])
+    codes = _as_codes(labels, x.shape[0], x.device)
+    ranks = _scan(x, codes, max(ks), chunk_size, singletons, need_r=True)
+    out: dict[str, float] = {}
+    if with_nmi:
+        out["nmi"] = _nmi(x, codes, None, seed, average, max_iter=20, chunk_size=chunk_size)
+    out.update({f"recall@{k}": v for k, v in _recalls(ranks, ks).items()})
+    out["map@r"] = float(ranks.ap_at_r[ranks.keep].mean())
+    out["r_precision"] = float(ranks.r_prec[ranks.keep].mean())
+    out["num_singletons"] = float(ranks.num_singletons)
+    return out
