@@ -1,0 +1,323 @@
+"""The interactive panels used by the chapters: chapter 1's gradient explorer, chapter 2's training panel."""
+
+from __future__ import annotations
+
+import html
+import io
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import ipywidgets as widgets
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .heads import NormalizedSoftmax
+from .models import LeNet
+from .plots import distribution_map
+from .schedules import Constant, Schedule, SmoothHeatUp, StepHeatUp
+from .train import TensorBatches, TrainConfig, fit
+
+# --- Chapter 2: training panel ---
+
+_SCHEDULE_KINDS = ("constant", "step heat-up", "smooth heat-up (linear)", "smooth heat-up (cosine)",
+                   "smooth heat-up (exponential)")
+_TRAIN_SIZES = (500, 1000, 2000, 5000, 10000, 20000, 60000)
+_ALPHA_FACTORS = (("1/16", 0.0625), ("1/8", 0.125), ("1/4", 0.25), ("1/2", 0.5), ("1 (none)", 1.0))
+
+
+def panel_schedule(kind: str, alpha: float, num_epochs: int, heatup_epoch: int, alpha_factor: float,
+                   lr_factor: float = 0.1) -> Schedule:
+    """The schedule the training panel's controls describe.
+
+    ``"step heat-up"`` multiplies alpha by ``alpha_factor`` (and the learning rate by ``lr_factor``)
+    from ``heatup_epoch`` on; ``"smooth heat-up (shape)"`` moves both factors from 1 at epoch
+    ``heatup_epoch - 1`` to their final values at the last epoch ``num_epochs - 1``, so that the
+    last epoch is always fully heated, as in the step schedule; ``"constant"`` ignores the heat-up.
+    A run too short to heat up (``num_epochs < 2``) falls back to the constant schedule.
+    """
+    if kind not in _SCHEDULE_KINDS:
+        raise ValueError(f"schedule kind must be one of {_SCHEDULE_KINDS}, got {kind!r}")
+    if kind == "constant" or num_epochs < 2 or (alpha_factor == 1.0 and lr_factor == 1.0):
+        return Constant(alpha, num_epochs)
+    heatup_epoch = min(max(int(heatup_epoch), 1), num_epochs - 1)
+    if kind == "step heat-up":
+        return StepHeatUp(alpha, num_epochs, heatup_epoch, alpha_factor, lr_factor)
+    shape = kind[len("smooth heat-up ("):-1]
+    return SmoothHeatUp(alpha, num_epochs, heatup_epoch - 1, num_epochs - 1, alpha_factor, lr_factor, shape)
+
+
+def _mnist_inputs(images: Tensor) -> Tensor:
+    """LeNet's input (N, 1, 28, 28) float in [0, 1] from MNIST images: uint8 (N, 28, 28) as ``load_mnist`` gives, or already float."""
+    if images.dtype == torch.uint8:
+        images = images.float().div_(255.0)
+    if images.dim() == 3:
+        images = images.unsqueeze(1)
+    if images.dim() != 4 or tuple(images.shape[1:]) != (1, 28, 28):
+        raise ValueError(f"images must have shape (N, 28, 28) or (N, 1, 28, 28), got {tuple(images.shape)}")
+    return images
+
+
+class _CountingBatches:
+    """A batch source that reports every batch it serves to ``on_batch`` (the panel's progress bar)."""
+
+    def __init__(self, inner: Any, on_batch: Callable[[], None]) -> None:
+        self.inner = inner
+        self.on_batch = on_batch
+
+    def __len__(self) -> int:
+        return len(self.inner)
+
+    def epoch(self, epoch: int, generator: torch.Generator) -> Iterator[tuple[Tensor, Tensor]]:
+        for batch in self.inner.epoch(epoch, generator):
+            yield batch
+            self.on_batch()
+
+
+def _figure_png(fig: Any, dpi: int = 90) -> bytes:
+    """Render a matplotlib figure to PNG bytes."""
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=dpi)
+    return buffer.getvalue()
+
+
+class TrainingPanel(widgets.VBox):
+    """Chapter 2's panel: pick alpha and a heat-up schedule, train LeNet on a slice of MNIST, watch the distribution map of held-out digits change epoch by epoch."""
+
+    def __init__(self, X_train: Tensor, y_train: Tensor, X_test: Tensor, y_test: Tensor, *,
+                 alpha: float = 16.0, schedule: str = "step heat-up", heatup_epoch: int = 2,
+                 alpha_factor: float = 0.25, lr_factor: float = 0.1, num_epochs: int = 3,
+                 train_size: int = 2000, batch_size: int = 32, lr: float = 1e-3, map_points: int = 1000,
+                 max_epochs: int = 20, device: str = "cpu", seed: int = 0) -> None:
+        self.X_train, self.y_train = X_train, torch.as_tensor(y_train).long()  # converted when sliced for a run
+        if len(self.X_train) != len(self.y_train):
+            raise ValueError(f"X_train has {len(self.X_train)} images but y_train {len(self.y_train)} labels")
+        if len(X_test) != len(y_test):
+            raise ValueError(f"X_test has {len(X_test)} images but y_test {len(y_test)} labels")
+        if map_points < 2:
+            raise ValueError(f"map_points must be >= 2, got {map_points!r}")
+        g = torch.Generator().manual_seed(seed)
+        shown = torch.randperm(len(y_test), generator=g)[:map_points]  # the fixed held-out digits on the map
+        self.X_map, self.y_map = _mnist_inputs(X_test[shown]), torch.as_tensor(y_test)[shown].long()
+        self.num_classes = int(max(int(self.y_train.max()), int(self.y_map.max()))) + 1
+        self.batch_size, self.lr, self.lr_factor = batch_size, lr, lr_factor
+        self.device, self.seed = device, seed
+        self.result: Any = None      # the last TrainResult
+        self.error: BaseException | None = None
+        self.maps: list[bytes] = []  # PNG of the map after each epoch of the last run (epoch 0 = before training)
+
+        sizes = [n for n in _TRAIN_SIZES if n < len(self.X_train)] + [len(self.X_train)]
+        train_size = min(sizes, key=lambda n: abs(n - train_size))
+        factors = dict(_ALPHA_FACTORS)
+        if alpha_factor not in factors.values():
+            raise ValueError(f"alpha_factor must be one of {sorted(factors.values())}, got {alpha_factor!r}")
+        style = {"description_width": "9em"}
+        layout = widgets.Layout(width="26em")
+        self.alpha = widgets.FloatLogSlider(value=alpha, base=2, min=-2, max=6, step=0.5, description="alpha",
+                                            readout_format=".3g", style=style, layout=layout)
+        self.schedule = widgets.Dropdown(options=_SCHEDULE_KINDS, value=schedule, description="schedule",
+                                         style=style, layout=layout)
+        self.num_epochs = widgets.IntSlider(value=num_epochs, min=1, max=max_epochs, description="epochs",
+                                            style=style, layout=layout)
+        self.heatup_epoch = widgets.IntSlider(value=heatup_epoch, min=1, max=max(max_epochs - 1, 1),
+                                              description="heat-up epoch", style=style, layout=layout)
+        self.alpha_factor = widgets.SelectionSlider(
+            options=[(label, v) for label, v in _ALPHA_FACTORS], value=alpha_factor,
+            description="alpha x factor", style=style, layout=layout)
+        self.train_size = widgets.SelectionSlider(options=sizes, value=train_size, description="training images",
+                                                  style=style, layout=layout)
+        self.plan = widgets.HTML()
+        self.button = widgets.Button(description="Train", button_style="primary", icon="play")
+        self.progress = widgets.IntProgress(value=0, min=0, max=1, description="progress",
+                                            style=style, layout=layout)
+        self.status = widgets.HTML("Press Train.")
+        self.image = widgets.Image(format="png", layout=widgets.Layout(width="360px"))
+        for control in (self.alpha, self.schedule, self.num_epochs, self.heatup_epoch, self.alpha_factor):
+            control.observe(self._update_plan, names="value")
+        self.button.on_click(self.train)
+        controls = widgets.VBox([self.alpha, self.schedule, self.num_epochs, self.heatup_epoch,
+                                 self.alpha_factor, self.train_size, self.plan, self.button,
+                                 self.progress, self.status])
+        super().__init__([widgets.HBox([controls, self.image], layout=widgets.Layout(flex_flow="row wrap"))])
+        self._update_plan()
+        net, head = self._build()
+        self._show(net, head, "before training")
+
+    def current_schedule(self) -> Schedule:
+        """The schedule the controls describe now."""
+        return panel_schedule(self.schedule.value, self.alpha.value, self.num_epochs.value,
+                              self.heatup_epoch.value, self.alpha_factor.value, self.lr_factor)
+
+    def _update_plan(self, change: Any = None) -> None:
+        """Show alpha per epoch for the current settings."""
+        sched = self.current_schedule()
+        alphas = ", ".join(f"{sched.alpha(e):.3g}" for e in range(sched.num_epochs))
+        self.plan.value = f"<small>alpha per epoch: {alphas}</small>"
+
+    def _build(self) -> tuple[nn.Module, nn.Module]:
+        """A fresh LeNet and "ln" head, initialised from the panel's seed without touching the global RNG."""
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(self.seed)
+            net = LeNet(embedding_dim=2)
+            head = NormalizedSoftmax(2, self.num_classes, alpha=self.alpha.value, variant="ln")
+        return net.to(self.device), head.to(self.device)
+
+    def _show(self, net: nn.Module, head: nn.Module, title: str) -> float:
+        """Redraw the map of the held-out digits; return their accuracy (nearest class weight)."""
+        was_training = net.training, head.training
+        net.eval()
+        head.eval()
+        try:
+            with torch.no_grad():
+                feats = torch.cat([net(x.to(self.device)) for x in self.X_map.split(1024)]).cpu()
+                weights = head.weight.detach().cpu()
+        finally:
+            net.train(was_training[0])
+            head.train(was_training[1])
+        cos = F.normalize(feats, dim=1) @ F.normalize(weights, dim=1).t()
+        accuracy = float((cos.argmax(1) == self.y_map).float().mean())
+        fig = distribution_map(feats, self.y_map, weights, title=f"{title}: {100 * accuracy:.1f}% correct")
+        self.image.value = _figure_png(fig)
+        self.maps.append(self.image.value)
+        return accuracy
+
+    def train(self, button: Any = None) -> Any:
+        """Train with the current settings (the Train button's handler); return the TrainResult."""
+        self.button.disabled = True
+        self.error = None
+        self.maps = []
+        try:
+            sched = self.current_schedule()
+            n = self.train_size.value
+            order = torch.randperm(len(self.X_train), generator=torch.Generator().manual_seed(self.seed))[:n]
+            X, y = _mnist_inputs(self.X_train[order]), self.y_train[order]
+            source = TensorBatches(X, y, min(self.batch_size, n))
+            self.progress.max = max(len(source) * sched.num_epochs, 1)
+            self.progress.value = 0
+
+            def tick() -> None:
+                self.progress.value += 1
+
+            def redraw(epoch: int, record: dict, net: nn.Module, head: nn.Module) -> None:
+                acc = self._show(net, head, f"after epoch {epoch + 1}/{sched.num_epochs}")
+                self.status.value = (f"epoch {epoch + 1}/{sched.num_epochs}: alpha {record['alpha']:.3g}, "
+                                     f"loss {record['loss']:.3f}, train accuracy {100 * record['accuracy']:.1f}%, "
+                                     f"held-out accuracy {100 * acc:.1f}%")
+
+            net, head = self._build()
+            self._show(net, head, "before training")
+            self.status.value = "training..."
+            config = TrainConfig(num_epochs=sched.num_epochs, batch_size=min(self.batch_size, n), lr=self.lr,
+                                 seed=self.seed, device=self.device)
+            self.result = fit(net, head, sched, _CountingBatches(source, tick), config, run_dir=None,
+                              callbacks=[redraw], progress=False)
+            return self.result
+        except Exception as err:
+            self.error = err
+            self.status.value = f"<b>training failed</b>: {html.escape(str(err))}"
+            raise
+        finally:
+            self.button.disabled = False
+
+
+def training_panel(X_train: Tensor, y_train: Tensor, X_test: Tensor, y_test: Tensor, **settings: Any) -> TrainingPanel:
+    """Chapter 2's interactive training panel (see :class:`TrainingPanel` for the settings and their defaults)."""
+    return TrainingPanel(X_train, y_train, X_test, y_test, **settings)
+
+
+# --- Chapter 1: gradient panel ---
+
+import math  # noqa: E402  (this section's own imports)
+
+from matplotlib.figure import Figure as _Figure  # noqa: E402
+
+from .gradients import gradient_norm as _gradient_norm  # noqa: E402
+from .gradients import make_cosines as _make_cosines  # noqa: E402
+from .gradients import margin as _margin  # noqa: E402
+from .gradients import regime as _regime  # noqa: E402
+from .plots import gradient_curves as _gradient_curves  # noqa: E402
+
+_REGIME_TEXT = {
+    "misclassified": "another class has a larger cosine: its gradient grows without bound, about linearly in alpha",
+    "boundary": "correct but close to another class: its gradient peaks at a large alpha, then vanishes",
+    "well-classified": "correct with a clear margin: its gradient peaks at a moderate alpha, then vanishes",
+}
+
+
+class GradientPanel(widgets.VBox):
+    """Chapter 1's panel: sliders for alpha and a sample's cosines redraw its gradient-versus-alpha curve and name its regime."""
+
+    def __init__(self, num_classes: int = 98, alpha: float = 16.0, own: float = 0.5, other: float = 0.1,
+                 rest: float = 0.0, alpha_max: float = 64.0, num_alphas: int = 400,
+                 boundary_margin: float = 0.1) -> None:
+        if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 2:
+            raise ValueError(f"num_classes must be an integer >= 2, got {num_classes!r}")
+        if not 1.0 <= alpha_max <= 1024.0:
+            raise ValueError(f"alpha_max must be in [1, 1024], got {alpha_max!r}")
+        if not 0 < alpha <= alpha_max:
+            raise ValueError(f"alpha must be in (0, alpha_max={alpha_max}], got {alpha!r}")
+        if isinstance(num_alphas, bool) or not isinstance(num_alphas, int) or num_alphas < 10:
+            raise ValueError(f"num_alphas must be an integer >= 10, got {num_alphas!r}")
+        for name, value in (("own", own), ("other", other), ("rest", rest)):
+            if not -1.0 <= value <= 1.0:
+                raise ValueError(f"{name} must be a cosine in [-1, 1], got {value!r}")
+        self.num_classes = num_classes
+        self.boundary_margin = boundary_margin
+        self.alphas = torch.linspace(alpha_max / num_alphas, alpha_max, num_alphas, dtype=torch.float64)
+        style = {"description_width": "11em"}
+        layout = widgets.Layout(width="30em")
+        common = dict(continuous_update=False, style=style, layout=layout)
+        self.alpha = widgets.FloatLogSlider(value=alpha, base=2, min=-2, max=math.log2(alpha_max), step=0.25,
+                                            description="alpha", readout_format=".3g", **common)
+        self.own = widgets.FloatSlider(value=own, min=-1.0, max=1.0, step=0.01, description="cos to own class",
+                                       **common)
+        self.other = widgets.FloatSlider(value=other, min=-1.0, max=1.0, step=0.01,
+                                         description="cos to nearest other", **common)
+        self.rest = widgets.FloatSlider(value=rest, min=-0.3, max=0.3, step=0.01,
+                                        description=f"cos to the other {num_classes - 2}", **common)
+        self.info = widgets.HTML()
+        self.image = widgets.Image(format="png", layout=widgets.Layout(width="460px"))
+        for control in (self.alpha, self.own, self.other, self.rest):
+            control.observe(self.redraw, names="value")
+        controls = widgets.VBox([self.alpha, self.own, self.other, self.rest, self.info],
+                                layout=widgets.Layout(width="32em"))
+        super().__init__([widgets.HBox([controls, self.image], layout=widgets.Layout(flex_flow="row wrap"))])
+        self.redraw()  # the first figure exists before display, so saved widget state holds it
+
+    def cosines(self) -> Tensor:
+        """The sample's cosines (num_classes,) set by the sliders; its label is class 0."""
+        return _make_cosines(self.own.value, self.other.value, self.num_classes, self.rest.value)
+
+    def regime(self) -> str:
+        """The regime of the current sample (see :func:`heatup_lib.gradients.regime`)."""
+        return _regime(self.cosines(), 0, self.boundary_margin)
+
+    def redraw(self, change: Any = None) -> None:
+        """Recompute the curve and the text for the current slider values."""
+        z = self.cosines()
+        norms = _gradient_norm(z, 0, self.alphas)
+        at_alpha = float(_gradient_norm(z, 0, self.alpha.value))
+        p_own = float(torch.softmax(self.alpha.value * z, dim=0)[0])
+        regime = self.regime()
+        k = int(norms.argmax())
+        peak = (f"peaks at alpha &asymp; {float(self.alphas[k]):.3g}" if k < len(self.alphas) - 1
+                else f"is still growing at alpha = {float(self.alphas[-1]):.3g}")
+        lines = [f"<b>{regime}</b>: {_REGIME_TEXT[regime]}.",
+                 f"margin {float(_margin(z, 0)):+.2f}; the gradient {peak}.",
+                 f"At alpha = {self.alpha.value:.3g}: p(own class) = {p_own:.3f}, "
+                 f"||dL/d f_hat|| = {at_alpha:.3g}."]
+        if float((z * z).sum()) > 1.0:
+            lines.append("<i>These cosines need class weights that are not orthonormal "
+                         "(their squares sum to more than 1); the curve assumes orthonormal weights.</i>")
+        self.info.value = "<br>".join(lines)
+        fig = _Figure(figsize=(5.2, 3.4), layout="constrained")
+        _gradient_curves(self.alphas, {"this sample": norms}, ax=fig.subplots(), alpha_marker=self.alpha.value,
+                         title=f"{self.num_classes} classes, orthonormal class weights")
+        buffer = io.BytesIO()
+        fig.savefig(buffer, format="png", dpi=80)
+        self.image.value = buffer.getvalue()
+
+
+def gradient_panel(**settings: Any) -> GradientPanel:
+    """Chapter 1's interactive gradient panel (see :class:`GradientPanel` for the settings and their defaults)."""
+    return GradientPanel(**settings)
