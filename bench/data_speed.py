@@ -145,19 +145,10 @@ def _git_commit() -> str:
 
 
 def _record(path: Path, text: str) -> None:
-    """Append ``text`` at the end of this benchmark's section of RESULTS.md (creating either if missing)."""
-    from heatup_lib.io import atomic_write_text
+    """Append ``text`` to this benchmark's section of RESULTS.md."""
+    from _results import record_section
 
-    old = path.read_text() if path.exists() else "# Benchmark results\n"
-    lines = old.splitlines(keepends=True)
-    if SECTION + "\n" not in lines:
-        new = old.rstrip("\n") + "\n\n" + SECTION + "\n\n" + text
-    else:
-        start = lines.index(SECTION + "\n")
-        end = next((i for i in range(start + 1, len(lines)) if lines[i].startswith("## ")), len(lines))
-        head, tail = "".join(lines[:end]).rstrip("\n"), "".join(lines[end:])
-        new = head + "\n\n" + text + ("\n" + tail if tail else "")
-    atomic_write_text(path, new)
+    record_section(path, SECTION, text)
 
 
 def main(argv: list[str] | None = None) -> int:
