@@ -83,7 +83,7 @@ def run_chapters(preset: str, out: Path, only: list[str] | None = None, keep_goi
     import papermill as pm
 
     root = Path(root or project_root())
-    params = {**load_preset(preset, root), **(overrides or {})}
+    preset_params = load_preset(preset, root)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     results: list[ChapterRun] = []
@@ -96,6 +96,9 @@ def run_chapters(preset: str, out: Path, only: list[str] | None = None, keep_goi
         log.info("executing %s on preset %s", nb.name, preset)
         start = time.perf_counter()
         try:
+            # The preset serves every chapter: give each only the keys it declares (overrides always).
+            declared = pm.inspect_notebook(str(nb))
+            params = {k: v for k, v in preset_params.items() if k in declared} | dict(overrides or {})
             pm.execute_notebook(str(nb), str(target), parameters=params, kernel_name=KERNEL_NAME,
                                 cwd=str(nb.parent), progress_bar=False)
             results.append(ChapterRun(nb.stem, preset, "ok", time.perf_counter() - start, target))
