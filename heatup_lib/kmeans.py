@@ -73,8 +73,8 @@ def _budget_rows(num_cols: int, device: torch.device, bytes_per: int) -> int:
     return max(1, int(budget // max(1, num_cols * bytes_per * 2)))
 
 
-def _as_points(x) -> Tensor:
-    """A floating (N, D) tensor: float64 stays float64, every other type becomes float32."""
+def as_float_matrix(x, name: str = "points") -> Tensor:
+    """A finite floating (N, D) tensor from a tensor, array or list: float64 stays float64, all else float32."""
     if isinstance(x, np.ndarray):
         x = torch.from_numpy(np.ascontiguousarray(x))
     elif not isinstance(x, Tensor):
@@ -83,13 +83,13 @@ def _as_points(x) -> Tensor:
     if x.dtype != torch.float64:
         x = x.to(torch.float32)
     if x.dim() != 2:
-        raise ValueError(f"points must be a 2-D array (N, D), got shape {tuple(x.shape)}")
+        raise ValueError(f"{name} must be a 2-D array (N, D), got shape {tuple(x.shape)}")
     if x.shape[0] < 1 or x.shape[1] < 1:
-        raise ValueError(f"points must have at least one row and one column, got shape {tuple(x.shape)}")
+        raise ValueError(f"{name} must have at least one row and one column, got shape {tuple(x.shape)}")
     bad = ~torch.isfinite(x).all(dim=1)
     if bool(bad.any()):
         rows = bad.nonzero().flatten()[:5].tolist()
-        raise ValueError(f"points must be finite; {int(bad.sum())} rows hold NaN or inf, e.g. rows {rows}")
+        raise ValueError(f"{name} must be finite; {int(bad.sum())} rows hold NaN or inf, e.g. rows {rows}")
     return x.contiguous()
 
 
@@ -170,7 +170,7 @@ def kmeans(
     improves by less than ``tol`` (relative), or after ``max_iter``. ``chunk_size`` caps the
     points per distance block (default from a memory budget).
     """
-    x = _as_points(x)
+    x = as_float_matrix(x)
     n, dim = x.shape
     if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or not 1 <= k <= n:
         raise ValueError(f"k must be an integer in [1, N={n}], got {k!r}")

@@ -39,7 +39,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from heatup_lib.kmeans import kmeans
+from heatup_lib.kmeans import as_float_matrix, kmeans
 
 __all__ = [
     "DATASET_KS",
@@ -76,27 +76,9 @@ _CUDA_BUDGET_MAX = 4 * 2**30
 # ----------------------------------------------------------------------------- input checks
 def _as_embeddings(embeddings) -> Tensor:
     """Check (N, D) embeddings and return them L2-normalised (float64 stays float64, else float32)."""
-    x = embeddings
-    if isinstance(x, np.ndarray):
-        x = torch.from_numpy(np.ascontiguousarray(x))
-    elif not isinstance(x, Tensor):
-        x = torch.as_tensor(np.asarray(x))
-    x = x.detach()
-    if x.dtype != torch.float64:
-        x = x.to(torch.float32)
-    if x.dim() != 2:
-        raise ValueError(f"embeddings must be a 2-D array (N, D), got shape {tuple(x.shape)}")
-    n, d = x.shape
-    if n < 2:
-        raise ValueError(f"embeddings need at least 2 samples (a query and a gallery), got N={n}")
-    if d < 1:
-        raise ValueError(f"embeddings need at least 1 dimension, got shape {tuple(x.shape)}")
-    bad = ~torch.isfinite(x).all(dim=1)
-    if bool(bad.any()):
-        rows = bad.nonzero().flatten()[:5].tolist()
-        raise ValueError(
-            f"embeddings must be finite; {int(bad.sum())} rows hold NaN or inf, e.g. rows {rows}"
-        )
+    x = as_float_matrix(embeddings, "embeddings")
+    if x.shape[0] < 2:
+        raise ValueError(f"embeddings need at least 2 samples (a query and a gallery), got N={x.shape[0]}")
     scale = x.abs().amax(dim=1, keepdim=True)  # divide by it first: no overflow or underflow in the norm
     zero = scale.squeeze(1) == 0
     if bool(zero.any()):

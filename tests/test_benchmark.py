@@ -14,19 +14,11 @@ import torch.nn.functional as F
 from heatup_lib import benchmark as B
 from heatup_lib import records
 
-pytestmark = pytest.mark.filterwarnings("ignore:InceptionEmbedder\\(pretrained=False\\)")
+pytestmark = [pytest.mark.filterwarnings("ignore:InceptionEmbedder\\(pretrained=False\\)"),
+              pytest.mark.usefixtures("one_torch_thread")]
 
 # A tiny setting: 32 px crops of 40 px images, batch 8, two epochs with the heat-up at epoch 1.
 TINY = dict(num_epochs=2, batch_size=8, image_size=40, crop_size=32, eval_every=1, eval_batch_size=64)
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """One torch thread: on a shared 2-core machine two threads per process make convolutions many times slower."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")
