@@ -30,11 +30,12 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .heads import TABLE_ROWS, NormalizedSoftmax
+from .train import COMPILE_MODES
 
 __all__ = [
     "DATASETS", "ROWS", "PAPER_ROWS", "Recipe", "RECIPES", "Settings", "PRESETS", "PAPER_RESULTS",
     "PAPER_BASELINES", "PAPER_R1_BY_DIM", "settings_for", "validate_settings", "row_alpha",
-    "make_schedule", "eval_batches", "embed_split", "class_mean_weights", "run_experiment", "evaluate_run",
+    "make_schedule", "eval_batches", "embed_split", "run_experiment", "evaluate_run",
     "load_runs", "results_table", "results_markdown", "run_label", "table_metrics", "SOURCE_FILE",
     "STANDIN_NOTE", "standin_cache", "load_trained", "run_cache",
 ]
@@ -94,6 +95,8 @@ class Settings:
     bias: bool = False                  # classifier bias after the alpha scaling (authors' code)
     amp: bool | None = None             # bf16 autocast; None: on for CUDA, off on CPU
     channels_last: bool | None = None   # None: on for CUDA
+    fused: bool | None = None           # fused optimiser kernel; None: on for CUDA
+    compile: str = "off"                # torch.compile mode of the network (train.COMPILE_MODES)
     seed: int = 0
 
     def to_dict(self) -> dict[str, Any]:
@@ -232,8 +235,10 @@ def validate_settings(dataset: str, row: str, settings: Settings, *, device: str
     for name in ("class_mean_init", "bn_settle", "pretrained", "bias"):
         if not isinstance(getattr(s, name), bool):
             raise ValueError(f"{name} must be True or False, got {getattr(s, name)!r}")
-    for name in ("amp", "channels_last"):
-        if getattr(s, name) not in (None, True, False):
+    if s.compile not in COMPILE_MODES:
+        raise ValueError(f"compile must be one of {list(COMPILE_MODES)}, got {s.compile!r}")
+    for name in ("amp", "channels_last", "fused"):
+        if getattr(s, name) is not None and not isinstance(getattr(s, name), bool):
             raise ValueError(f"{name} must be True, False or None (automatic), got {getattr(s, name)!r}")
     if not _is_int(s.seed):
         raise ValueError(f"seed must be an integer, got {s.seed!r}")
@@ -341,24 +346,6 @@ def embed_split(net: nn.Module, head: NormalizedSoftmax | None, data: Any, *, de
     return torch.cat(feats), torch.cat(labels)
 
 
-@torch.no_grad()
-def class_mean_weights(features: Tensor, labels: Tensor, num_classes: int, variant: str) -> Tensor:
-    """Classifier weights (C, D): the L2-normalised class means of the normalised initial features (the authors' SOP init).
-
-    ``features`` (N, D) are raw backbone features; they are L2-normalised for "sm"/"ln" and
-    standardised over the whole set (batch norm with full-data statistics) for "bn" before averaging.
-    """
-    f = features.float()
-    if variant == "bn":
-        f = (f - f.mean(0)) / torch.sqrt(f.var(0, unbiased=False) + 1e-5)
-    f = F.normalize(f, dim=1)
-    sums = torch.zeros(num_classes, f.shape[1], dtype=f.dtype, device=f.device).index_add_(0, labels, f)
-    counts = torch.bincount(labels, minlength=num_classes)
-    if (counts == 0).any():
-        raise ValueError(f"class_mean_weights: {int((counts == 0).sum())} of {num_classes} classes have no image")
-    return F.normalize(sums / counts[:, None].to(f.dtype), dim=1)
-
-
 # --- one run --------------------------------------------------------------------------------------
 
 def _cache_summary(cache: Any) -> dict[str, Any]:
@@ -416,6 +403,7 @@ def run_experiment(dataset: str, row: str, *, cache_dir: str | Path | None = Non
     on_cuda = dev.type == "cuda"
     amp = on_cuda if settings.amp is None else settings.amp
     channels_last = on_cuda if settings.channels_last is None else settings.channels_last
+    fused = on_cuda if settings.fused is None else settings.fused
 
     num_classes = train_cache.num_classes  # cache labels are 0..C-1 within each split
 
@@ -429,12 +417,6 @@ def run_experiment(dataset: str, row: str, *, cache_dir: str | Path | None = Non
     norm = dict(net.input_normalization)
     batches = CachedBatches(train_cache, settings.batch_size, train=True, device=dev,
                             crop=settings.crop_size, channels_last=channels_last, **norm)
-
-    if settings.class_mean_init:
-        feats, labels = embed_split(net, None, train_cache, device=dev, crop_size=settings.crop_size,
-                                    batch_size=settings.eval_batch_size, amp=amp, channels_last=channels_last,
-                                    normalize=False)
-        head.weight.data.copy_(class_mean_weights(feats, labels, num_classes, variant).to(head.weight.dtype))
 
     test_data: list = []  # built at the first evaluation, then reused (a finished run loads without it)
 
@@ -450,7 +432,8 @@ def run_experiment(dataset: str, row: str, *, cache_dir: str | Path | None = Non
         weight_decay=settings.weight_decay,
         label_smoothing=settings.label_smoothing if row == "ls" else 0.0, seed=settings.seed,
         device=str(dev), amp=amp, channels_last=channels_last, eval_every=settings.eval_every,
-        bn_settle=settings.bn_settle,
+        bn_settle=settings.bn_settle, class_mean_init=settings.class_mean_init,
+        fused=fused, compile=settings.compile,
     )
     data = {"dataset": dataset, "train": _cache_summary(train_cache), "test": _cache_summary(test_cache),
             "image_size": side, "standin": standin}
@@ -490,11 +473,12 @@ STANDIN_NOTE = "MNIST digits in the CUB layout, not the paper's data"
 
 
 def standin_cache(out_dir: str | Path, images_per_class: int = 300, image_size: int = 64, seed: int = 0,
-                  workers: int | None = 0, progress: bool = False) -> Path:
+                  workers: int | None = 0, progress: bool = False, mnist_root: str | Path | None = None) -> Path:
     """A prepared cache of the stand-in (real MNIST digits written as a CUB-200-2011 tree, class-disjoint split) under ``out_dir``; built once, then reused.
 
     Ten digit classes: 0-4 train, 5-9 test (zero-shot, as in the benchmarks). The tree goes to
     ``out_dir/tree-<images_per_class>-<seed>`` and the cache to ``out_dir/cache-<images_per_class>-<seed>-<image_size>``.
+    ``mnist_root`` is a torchvision MNIST root to read the digits from (default: the offline copy).
     """
     from .data.cache import prepare_dataset
     from .data.fixtures import write_digits_cub_tree
@@ -507,7 +491,7 @@ def standin_cache(out_dir: str | Path, images_per_class: int = 300, image_size: 
     if not (cache / "manifest.json").is_file():
         if not (tree / "CUB_200_2011" / "train_test_split.txt").is_file():
             write_digits_cub_tree(tree, num_classes=10, images_per_class=images_per_class,
-                                  size=max(image_size, 16), seed=seed)
+                                  size=max(image_size, 16), seed=seed, mnist_root=mnist_root)
         prepare_dataset("cub200", tree, cache, size=image_size, workers=workers, progress=progress)
     return cache
 

@@ -54,14 +54,17 @@ from heatup_lib import records
 from heatup_lib.io import atomic_write_json
 
 __all__ = [
-    "OPTIMIZERS", "BatchSource", "TensorBatches", "TrainConfig", "TrainResult", "NonFiniteLossError",
-    "RunDirConflictError", "fit", "run_params", "settle_batch_norm", "class_mean_init", "epoch_generator",
+    "OPTIMIZERS", "COMPILE_MODES", "BatchSource", "TensorBatches", "TrainConfig", "TrainResult", "NonFiniteLossError",
+    "RunDirConflictError", "fit", "train_step", "make_optimizer", "training_model", "run_params", "settle_batch_norm", "class_mean_init", "epoch_generator",
     "init_distributed", "distributed_info", "state_fingerprint",
 ]
 
 logger = logging.getLogger(__name__)
 
 OPTIMIZERS: tuple[str, ...] = ("adam", "sgd")
+# torch.compile modes for the backbone: "off" is the plain eager path; "reduce-overhead" also
+# captures the compiled forward and backward in CUDA graphs on a GPU (one launch instead of hundreds).
+COMPILE_MODES: tuple[str, ...] = ("off", "default", "reduce-overhead", "max-autotune")
 _CHECKPOINT_FORMAT = 1
 _HISTORY_KEYS = ("epoch", "alpha", "lr", "loss", "accuracy", "seconds")
 _STREAM_SHUFFLE, _STREAM_GLOBAL, _STREAM_SETTLE, _STREAM_CLASS_MEANS = 0, 1, 2, 3
@@ -210,6 +213,10 @@ class TrainConfig:
     channels_last: bool = False  # channels-last memory format for 4-d inputs and the network
     eval_every: int = 0          # evaluate every k epochs (0: only at the end)
     bn_settle: bool = False      # one pass with learning rate 0 before training (SPEC section 5)
+    class_mean_init: bool = False  # then the classifier weights := normalised class means (SOP recipe)
+    # Speed-ups (off by default, so the plain path is the one to read and debug):
+    fused: bool = False          # the optimiser's fused kernel (one launch for all parameters)
+    compile: str = "off"         # torch.compile mode of the network (COMPILE_MODES); the head stays eager
 
     def __post_init__(self) -> None:
         def integer(name: str, low: int) -> None:
@@ -236,9 +243,11 @@ class TrainConfig:
         real("adam_eps", 0.0, math.inf, True, True)
         real("weight_decay", 0.0, math.inf, False, True)
         real("label_smoothing", 0.0, 1.0, False, True)
-        for name in ("amp", "channels_last", "bn_settle"):
+        for name in ("amp", "channels_last", "bn_settle", "class_mean_init", "fused"):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"{name} must be True or False, got {getattr(self, name)!r}")
+        if self.compile not in COMPILE_MODES:
+            raise ValueError(f"compile must be one of {COMPILE_MODES}, got {self.compile!r}")
         try:
             torch.device(self.device)
         except (RuntimeError, TypeError) as exc:
@@ -354,10 +363,48 @@ def _local_slice(X: Tensor, y: Tensor, rank: int, world_size: int) -> tuple[Tens
 
 # --- the loop ------------------------------------------------------------------------------------
 
-def _make_optimizer(params: Sequence[nn.Parameter], config: TrainConfig) -> torch.optim.Optimizer:
+def make_optimizer(params: Sequence[nn.Parameter], config: TrainConfig) -> torch.optim.Optimizer:
+    """The optimiser of ``config`` (Adam or SGD with momentum), fused when ``config.fused``."""
+    fused = {"fused": True} if config.fused else {}
     if config.optimizer == "adam":
-        return torch.optim.Adam(params, lr=config.lr, eps=config.adam_eps, weight_decay=config.weight_decay)
-    return torch.optim.SGD(params, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay)
+        return torch.optim.Adam(params, lr=config.lr, eps=config.adam_eps, weight_decay=config.weight_decay, **fused)
+    return torch.optim.SGD(params, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay,
+                           **fused)
+
+
+def training_model(net: nn.Module, head: nn.Module, config: TrainConfig, device: torch.device) -> nn.Module:
+    """``head(net(X))`` as one module for the training steps: the network compiled per ``config.compile``, then DDP when several processes run.
+
+    Only the network is compiled: the head's alpha is a Python number that the schedule changes,
+    which would make a compiled head recompile. ``net`` and ``head`` themselves stay the eager
+    modules that share the parameters (checkpoints, settling, evaluation use them).
+    """
+    if config.compile != "off":
+        net = torch.compile(net, mode=config.compile)
+    model: nn.Module = _NetWithHead(net, head)
+    if distributed_info()[1] > 1:
+        if device.type == "cuda":
+            model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+        elif any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules()):
+            logger.warning("batch norm is not synchronised across CPU processes: each rank normalises its slice")
+        model = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+    return model
+
+
+def train_step(model: nn.Module, optimizer: torch.optim.Optimizer, X: Tensor, y: Tensor, *, amp: bool = False,
+               label_smoothing: float = 0.0, loss_scale: float | None = None) -> tuple[Tensor, Tensor]:
+    """One optimisation step on a batch already on the device; returns the summed cross-entropy and the logits (detached).
+
+    The loss minimised is ``sum * loss_scale`` (default ``1 / len(y)``, the mean); autocast to
+    bf16 on CUDA when ``amp``.
+    """
+    with torch.autocast(X.device.type, dtype=torch.bfloat16, enabled=amp):
+        logits = model(X)
+    loss_sum = F.cross_entropy(logits.float(), y, reduction="sum", label_smoothing=label_smoothing)
+    optimizer.zero_grad(set_to_none=True)
+    (loss_sum * (1.0 / y.shape[0] if loss_scale is None else loss_scale)).backward()
+    optimizer.step()
+    return loss_sum.detach(), logits.detach()
 
 
 def _prepare_input(X: Tensor, device: torch.device, channels_last: bool) -> Tensor:
@@ -394,19 +441,23 @@ def settle_batch_norm(net: nn.Module, head: nn.Module, train_data: BatchSource, 
 
 
 def class_mean_init(net: nn.Module, head: nn.Module, train_data: BatchSource, device: str | torch.device,
-                    seed: int = 0, progress: bool = False) -> Tensor:
+                    seed: int = 0, amp: bool = False, channels_last: bool = False,
+                    progress: bool = False) -> Tensor:
     """Set the head's class weights to the L2-normalised class means of the features it sees (SOP recipe, SPEC section 5); returns the counts per class.
 
     One pass over ``train_data`` in eval mode without gradients; the means are taken of
-    ``head.normalize(net(X))`` (the feature the classifier scores). Classes absent from the data
-    keep their weights. For the paper's order, call :func:`settle_batch_norm` first and then pass
-    ``bn_settle=False`` to :func:`fit` (the settled statistics are part of the initial state,
-    which the run's parameters fingerprint).
+    ``head.normalize(net(X))`` (the feature the classifier scores), in float64. Classes absent
+    from the data keep their weights. :func:`fit` calls it with ``config.class_mean_init`` after
+    the batch-norm settling pass, so a BN head averages features standardised with the settled
+    statistics. Under several processes each rank embeds its slice of every batch and the sums
+    are all-reduced, so every rank sets the same weights.
     """
     device = torch.device(device)
     modes = [m.training for m in (net, head)]
     net.eval()
     head.eval()
+    rank, world_size = distributed_info()
+    amp = amp and device.type == "cuda"
     num_classes, dim = head.weight.shape
     sums = torch.zeros(num_classes, dim, dtype=torch.float64, device=device)
     counts = torch.zeros(num_classes, dtype=torch.float64, device=device)
@@ -414,17 +465,23 @@ def class_mean_init(net: nn.Module, head: nn.Module, train_data: BatchSource, de
     try:
         with _seeded_global_rng(seed, 0, _STREAM_CLASS_MEANS, device), torch.no_grad():
             for X, y in tqdm(train_data.epoch(0, generator), total=len(train_data), desc="class means",
-                             disable=not progress, leave=False):
+                             disable=not progress or rank != 0, leave=False):
+                X, y = _local_slice(X, y, rank, world_size)
                 y = y.to(device)
                 if y.numel() and (int(y.min()) < 0 or int(y.max()) >= num_classes):
                     raise ValueError(f"labels must be in [0, {num_classes - 1}] for a head of {num_classes} "
                                      f"classes, got labels in [{int(y.min())}, {int(y.max())}]")
-                feats = head.normalize(net(_prepare_input(X, device, False))).double()
+                with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
+                    f = net(_prepare_input(X, device, channels_last))
+                feats = head.normalize(f.float()).double()
                 sums.index_add_(0, y, feats)
                 counts.index_add_(0, y, torch.ones_like(y, dtype=torch.float64))
     finally:
         for module, mode in zip((net, head), modes):
             module.train(mode)
+    if world_size > 1:
+        dist.all_reduce(sums)
+        dist.all_reduce(counts)
     seen = counts > 0
     means = F.normalize(sums[seen] / counts[seen].unsqueeze(1), dim=1)
     with torch.no_grad():
@@ -533,7 +590,7 @@ def fit(net: nn.Module, head: nn.Module, schedule: Any, train_data: BatchSource,
     last_t = _step_time(config.num_epochs - 1, num_steps - 1, num_steps)
 
     trainable = [p for m in (net, head) for p in m.parameters() if p.requires_grad]
-    optimizer = _make_optimizer(trainable, config)
+    optimizer = make_optimizer(trainable, config)
     start_epoch, history = 0, []
 
     # The run folder: refuse a different run's record, load a finished one, resume an unfinished one.
@@ -573,14 +630,8 @@ def fit(net: nn.Module, head: nn.Module, schedule: Any, train_data: BatchSource,
                 records.write_history(run_dir, [])
                 (run_dir / records.CHECKPOINT_FILE).unlink(missing_ok=True)
 
-    # Several processes: one DDP model over net + head.
-    model: nn.Module = _NetWithHead(net, head)
-    if world_size > 1:
-        if device.type == "cuda":
-            model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
-        elif any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules()):
-            logger.warning("batch norm is not synchronised across CPU processes: each rank normalises its slice")
-        model = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+    # The module the steps run: net (compiled if asked) + head, in DDP under several processes.
+    model = training_model(net, head, config, device)
 
     modes = [m.training for m in (net, head)]
     metrics: dict[str, Any] = {}
@@ -592,6 +643,9 @@ def fit(net: nn.Module, head: nn.Module, schedule: Any, train_data: BatchSource,
             if config.bn_settle and start_epoch == 0:
                 settle_batch_norm(net, head, train_data, device, seed=config.seed, amp=amp,
                                   channels_last=config.channels_last, progress=progress)
+            if config.class_mean_init and start_epoch == 0:
+                class_mean_init(net, head, train_data, device, seed=config.seed, amp=amp,
+                                channels_last=config.channels_last, progress=progress)
             for epoch in range(start_epoch, config.num_epochs):
                 record = _train_epoch(model, net, head, optimizer, schedule, train_data, config, epoch,
                                       device, amp, rank, world_size, bar, run_dir)
@@ -656,17 +710,12 @@ def _train_epoch(model: nn.Module, net: nn.Module, head: nn.Module, optimizer: t
         global_n = y.shape[0]
         X, y = _local_slice(X, y, rank, world_size)
         X, y = _prepare_input(X, device, config.channels_last), y.to(device, non_blocking=True)
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
-            logits = model(X)
-        loss_sum = F.cross_entropy(logits.float(), y, reduction="sum", label_smoothing=config.label_smoothing)
-        # DDP averages gradients over ranks: scaling by world_size / global_n makes that average
-        # the gradient of the mean loss over the whole global batch, as in one process.
-        loss = loss_sum * (world_size / global_n)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
+        # DDP averages gradients over ranks: scaling the summed loss by world_size / global_n makes
+        # that average the gradient of the mean loss over the whole global batch, as in one process.
+        loss_sum, logits = train_step(model, optimizer, X, y, amp=amp, label_smoothing=config.label_smoothing,
+                                      loss_scale=world_size / global_n)
         with torch.no_grad():
-            sums[0, step] = loss_sum.detach()
+            sums[0, step] = loss_sum
             sums[1, step] = (logits.argmax(dim=1) == y).sum()
             sums[2, step] = y.shape[0]
         bar.update(1)

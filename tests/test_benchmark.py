@@ -63,6 +63,8 @@ def test_recipes_are_the_papers():
     (dict(cache_dir="/nonexistent/cache"), FileNotFoundError, "cache folder '/nonexistent/cache' does not exist"),
     (dict(cache_dir=None), ValueError, "give a data root"),
     (dict(overrides=dict(num_epochs=1)), ValueError, "heats up, so heatup_epoch must lie in [1, num_epochs - 1 = 0]"),
+    (dict(overrides=dict(compile="fast")), ValueError, "compile must be one of ['off', 'default', 'reduce-overhead', 'max-autotune'], got 'fast'"),
+    (dict(overrides=dict(fused=1)), ValueError, "fused must be True, False or None (automatic), got 1"),
 ])
 def test_bad_parameters_fail_before_training(cub_cache, tmp_path, monkeypatch, kwargs, error, message):
     import heatup_lib.train
@@ -134,41 +136,20 @@ def test_two_epoch_run_writes_record_and_heats_up(cub_cache, tmp_path):
     assert env["date"][:10] in mine[0]["source"] and "stand-in: fixture" in mine[0]["source"]
 
 
-def test_class_mean_weights_by_hand():
-    f = torch.tensor([[3.0, 0.0], [0.0, 2.0], [1.0, 1.0], [-1.0, 0.0]])
-    y = torch.tensor([0, 0, 1, 1])
-    w = B.class_mean_weights(f, y, 2, "ln")
-    # class 0: mean of (1, 0) and (0, 1) -> (1, 1)/sqrt 2; class 1: mean of (1, 1)/sqrt2 and (-1, 0)
-    c1 = np.array([1 / math.sqrt(2) - 1, 1 / math.sqrt(2)]) / 2
-    expected = np.stack([np.array([1, 1]) / math.sqrt(2), c1 / np.linalg.norm(c1)])
-    assert np.allclose(w.numpy(), expected, atol=1e-6)
-    # "bn": standardise with whole-set statistics first (what a settled batch norm gives)
-    z = (f.double() - f.double().mean(0)) / f.double().std(0, unbiased=False)
-    wb = B.class_mean_weights(f, y, 2, "bn").double()
-    ref = F.normalize(torch.stack([F.normalize(z[:2], dim=1).mean(0), F.normalize(z[2:], dim=1).mean(0)]), dim=1)
-    assert torch.allclose(wb, ref, atol=1e-5)
-    with pytest.raises(ValueError, match="1 of 3 classes have no image"):
-        B.class_mean_weights(f, y, 3, "ln")
-
-
-def test_class_mean_init_sets_the_initial_classifier(cub_cache, tmp_path):
+def test_class_mean_init_runs_inside_fit_after_settling(cub_cache, tmp_path):
+    """SOP's recipe reaches fit as config flags: settle, then class means, fingerprinted before both."""
     from heatup_lib.heads import NormalizedSoftmax
     from heatup_lib.models import InceptionEmbedder
-    from heatup_lib.data.cache import ImageCache
     from heatup_lib.train import state_fingerprint
 
-    over = {**TINY, "num_epochs": 1, "class_mean_init": True, "bn_settle": False}
+    over = {**TINY, "num_epochs": 1, "class_mean_init": True, "bn_settle": True}
     result = B.run_experiment("cub200", "ln", cache_dir=cub_cache, runs_dir=tmp_path, preset="smoke",
                               overrides=over, progress=False)
+    assert result.params["config"]["class_mean_init"] is True and result.params["config"]["bn_settle"] is True
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)
         net = InceptionEmbedder(64, pretrained=False)
         head = NormalizedSoftmax(64, 4, alpha=16.0, variant="ln")
-    feats, labels = B.embed_split(net, None, ImageCache.open(cub_cache, "train"), device="cpu", crop_size=32,
-                                  normalize=False)
-    assert feats.shape == (24, 64) and sorted(labels.tolist()) == sorted(np.load(cub_cache / "train_labels.npy").tolist())
-    with torch.no_grad():
-        head.weight.copy_(B.class_mean_weights(feats, labels, 4, "ln"))
     assert result.params["head"]["init_sha256"] == state_fingerprint(head)
     assert result.params["net"]["init_sha256"] == state_fingerprint(net)
 

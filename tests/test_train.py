@@ -19,12 +19,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from heatup_lib import records
+from heatup_lib import records, train
 from heatup_lib.heads import NormalizedSoftmax
 from heatup_lib.models import LeNet
 from heatup_lib.schedules import Constant, SmoothHeatUp, StepHeatUp
 from heatup_lib.train import (NonFiniteLossError, RunDirConflictError, TensorBatches, TrainConfig,
-                              class_mean_init, epoch_generator, fit, settle_batch_norm)
+                              class_mean_init, epoch_generator, fit, settle_batch_norm, state_fingerprint)
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -85,6 +85,8 @@ def test_tensor_batches_order_depends_only_on_the_generator():
     ({"num_epochs": 0}, "num_epochs"),
     ({"device": "gpu:x"}, "device"),
     ({"amp": 1}, "amp must be True or False"),
+    ({"fused": "yes"}, "fused must be True or False, got 'yes'"),
+    ({"compile": "fast"}, r"compile must be one of \('off', 'default', 'reduce-overhead', 'max-autotune'\), got 'fast'"),
 ])
 def test_config_rejects_bad_values(kwargs, match):
     with pytest.raises(ValueError, match=match):
@@ -131,6 +133,70 @@ def test_one_epoch_equals_a_hand_written_loop(optimizer):
     assert record["loss"] == pytest.approx(sum(losses) / 2, rel=1e-6)
     assert record["accuracy"] == correct / 32
     assert result.metrics == {} and not result.cached
+
+
+@pytest.mark.parametrize("optimizer", ["adam", "sgd"])
+def test_fused_optimiser_follows_the_plain_trajectory(optimizer):
+    """The fused kernel is a speed-up only: same losses and weights as the plain optimiser, to float tolerance."""
+    X, y = _blobs(64)
+    runs = []
+    for fused in (False, True):
+        net, head = _mlp(), _head()
+        config = TrainConfig(3, 16, optimizer=optimizer, lr=0.05, adam_eps=1e-3, fused=fused)
+        result = fit(net, head, Constant(8.0, 3), TensorBatches(X, y, 16), config, progress=False)
+        runs.append((result.history, _state(net, head)))
+    (plain_hist, plain), (fused_hist, fused_state) = runs
+    assert [h["loss"] for h in fused_hist] == pytest.approx([h["loss"] for h in plain_hist], rel=1e-5)
+    for k, v in plain.items():
+        torch.testing.assert_close(fused_state[k], v, rtol=1e-5, atol=1e-6)
+    assert plain_hist[-1]["loss"] < plain_hist[0]["loss"]  # it trained: the comparison is not between two no-ops
+    opt = train.make_optimizer(list(_mlp().parameters()), TrainConfig(1, 4, optimizer=optimizer, fused=True))
+    assert opt.defaults["fused"] is True
+
+
+def test_compiled_network_follows_the_eager_trajectory():
+    """torch.compile of the network (CPU inductor here) gives the eager run's losses; checkpoints keep plain keys."""
+    X, y = _blobs(48)
+    X = X.reshape(48, 2, 2, 2).repeat_interleave(4, -1).repeat_interleave(4, -2)  # (48, 2, 8, 8) images
+
+    def conv_net() -> nn.Module:
+        torch.manual_seed(0)
+        return nn.Sequential(nn.Conv2d(2, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(),
+                             nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 3))
+
+    histories, states = [], []
+    for mode in ("off", "default"):
+        net, head = conv_net(), _head()
+        config = TrainConfig(2, 16, optimizer="sgd", lr=0.1, compile=mode)
+        result = fit(net, head, StepHeatUp(16.0, 2, 1), TensorBatches(X, y, 16), config, progress=False)
+        histories.append([h["loss"] for h in result.history])
+        states.append(_state(net, head))
+        assert not any("_orig_mod" in k for k in net.state_dict())
+    assert histories[1] == pytest.approx(histories[0], rel=1e-4)
+    for k, v in states[0].items():
+        torch.testing.assert_close(states[1][k], v, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("speedup", [{"fused": True}, {"fused": True, "compile": "reduce-overhead"}],
+                         ids=["fused", "cudagraphs"])
+def test_cuda_speedups_follow_the_plain_trajectory(speedup):
+    """On a GPU the fused optimiser and compile + CUDA graphs train like the plain path, across a heat-up."""
+    X, y = _blobs(96)
+    X = X.reshape(96, 2, 2, 2).repeat_interleave(4, -1).repeat_interleave(4, -2)
+    histories, states = [], []
+    for options in ({}, speedup):
+        torch.manual_seed(0)
+        net = nn.Sequential(nn.Conv2d(2, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(),
+                            nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 3))
+        head = _head()
+        config = TrainConfig(3, 16, optimizer="sgd", lr=0.1, device="cuda", **options)
+        result = fit(net, head, StepHeatUp(16.0, 3, 2), TensorBatches(X, y, 16), config, progress=False)
+        histories.append([h["loss"] for h in result.history])
+        states.append({k: v.cpu() for k, v in _state(net, head).items()})
+    assert histories[1] == pytest.approx(histories[0], rel=1e-3)
+    for k, v in states[0].items():
+        torch.testing.assert_close(states[1][k], v, rtol=1e-3, atol=1e-4)
 
 
 def test_step_heatup_changes_alpha_and_lr_at_the_right_epoch(monkeypatch):
@@ -454,6 +520,46 @@ def test_class_mean_init_sets_normalised_class_means(variant):
         torch.testing.assert_close(head.weight[c].detach(), expected, rtol=1e-5, atol=1e-6)
     assert torch.equal(head.weight[3].detach(), w3)
     assert net.training and head.training
+
+
+def test_fit_settles_batch_norm_then_takes_class_means():
+    """SPEC order for SOP: settle batch norm, then class means of the settled features, then train."""
+    X, y = _blobs(48, num_classes=4)
+    X = X + 5.0  # features far from zero mean: an unsettled BN head would standardise them wrongly
+    data = TensorBatches(X, y, 16, shuffle=True)
+
+    def build() -> tuple[nn.Module, NormalizedSoftmax]:
+        return _mlp(), _head(variant="bn")
+
+    net, head = build()
+    # learning rate ~0: the weights after fit are the initial ones (but BN statistics move in training)
+    config = TrainConfig(1, 16, optimizer="sgd", lr=1e-30, momentum=0.0, bn_settle=True, class_mean_init=True)
+    result = fit(net, head, Constant(16.0, 1), data, config, progress=False)
+
+    ref_net, ref_head = build()
+    assert result.params == {} and torch.equal(ref_head.weight, _head(variant="bn").weight)
+    settle_batch_norm(ref_net, ref_head, data, "cpu", seed=0)
+    class_mean_init(ref_net, ref_head, data, "cpu", seed=0)
+    torch.testing.assert_close(head.weight.detach(), ref_head.weight.detach(), rtol=0, atol=1e-6)
+
+    wrong_net, wrong_head = build()  # class means before settling give other weights
+    class_mean_init(wrong_net, wrong_head, data, "cpu", seed=0)
+    assert (wrong_head.weight - ref_head.weight).abs().max() > 1e-2
+
+
+def test_class_mean_init_is_fingerprinted_before_and_skipped_on_resume(tmp_path):
+    """The record fingerprints the state before the init (reproducible), and a resumed run does not redo it."""
+    X, y = _blobs(32)
+    data = TensorBatches(X, y, 8)
+    config = TrainConfig(2, 8, class_mean_init=True)
+    net, head = _mlp(), _head()
+    fresh_net, fresh_head = _mlp(), _head()
+    result = fit(net, head, Constant(16.0, 2), data, config, run_dir=tmp_path / "run", progress=False)
+    assert result.params["head"]["init_sha256"] == state_fingerprint(fresh_head)
+    assert result.params["net"]["init_sha256"] == state_fingerprint(fresh_net)
+    assert result.params["config"]["class_mean_init"] is True
+    with pytest.raises(ValueError, match="class_mean_init must be True or False, got 1"):
+        TrainConfig(2, 8, class_mean_init=1)
 
 
 def test_tiny_inception_bn_head_with_settle_and_channels_last(tmp_path):
