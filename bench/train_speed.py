@@ -11,12 +11,23 @@ CUB-200-2011 tree and decoded by `heatup prepare`'s code), this measures, in one
 - ``fit epoch``: one epoch of ``train.fit`` (schedule, bookkeeping), the path the book uses;
 
 at each batch size and precision (fp32; on CUDA also bf16 autocast + channels-last, the
-speed-up ``fit`` uses with ``amp=True, channels_last=True``), and with ``--full-run`` the wall time of
-a whole ``heatup train`` HBN run (80 epochs, batch 32, evaluations included).
+speed-up ``fit`` uses with ``amp=True, channels_last=True``) and for each speed-up of ``--speedups``,
+each added on top of the previous ones and measured in the same run against ``plain`` (the
+library's own step, ``train.train_step`` on ``train.training_model``, with the options of
+:class:`heatup_lib.train.TrainConfig`):
+
+- ``plain``: eager PyTorch, the path to read and debug;
+- ``fused``: the optimiser's fused kernel (``fused=True``);
+- ``compile``: ``torch.compile`` of the network (``compile="default"``);
+- ``cudagraphs``: ``compile="reduce-overhead"``, which also replays the compiled forward and
+  backward as CUDA graphs (CUDA only).
+
+With ``--full-run`` it times a whole ``heatup train`` HBN run (80 epochs, batch 32, evaluations
+included; ``--full-run-args`` adds flags such as ``--compile reduce-overhead``).
 
 GPU (one command):  python bench/train_speed.py --device cuda --record
 CPU (reduced):      python bench/train_speed.py --device cpu --train 256 --test 64 --size 64 --crop 56 \
-                        --batch-sizes 32 --steps 6 --warmup 2 --threads 1 --record
+                        --batch-sizes 32 --steps 6 --warmup 2 --threads 1 --speedups plain,fused --record
 """
 
 from __future__ import annotations
@@ -46,7 +57,15 @@ from heatup_lib.data.fixtures import write_cub_tree  # noqa: E402
 from heatup_lib.heads import NormalizedSoftmax  # noqa: E402
 from heatup_lib.models import InceptionEmbedder  # noqa: E402
 from heatup_lib.schedules import Constant  # noqa: E402
-from heatup_lib.train import TrainConfig, fit  # noqa: E402
+from heatup_lib.train import TrainConfig, fit, make_optimizer, train_step, training_model  # noqa: E402
+
+# Each speed-up adds to the ones before it: the TrainConfig fields it sets.
+SPEEDUPS: dict[str, dict[str, object]] = {
+    "plain": {},
+    "fused": {"fused": True},
+    "compile": {"fused": True, "compile": "default"},
+    "cudagraphs": {"fused": True, "compile": "reduce-overhead"},
+}
 
 SECTION = "## Inception training speed"
 
@@ -68,25 +87,24 @@ def make_cache(workdir: Path, num_train: int, num_test: int, size: int) -> Path:
     return cache
 
 
-def build(num_classes: int, device: torch.device, channels_last: bool):
+def config_for(bs: int, device: torch.device, amp: bool, channels_last: bool, speedup: str,
+               num_epochs: int = 1) -> TrainConfig:
+    """The TrainConfig of a measurement: the paper's CUB optimiser plus the speed-up's options."""
+    return TrainConfig(num_epochs=num_epochs, batch_size=bs, optimizer="sgd", lr=0.004, device=str(device),
+                       amp=amp, channels_last=channels_last, **SPEEDUPS[speedup])
+
+
+def build(num_classes: int, device: torch.device, config: TrainConfig):
+    """GoogLeNet + BN head, the training module (compiled per config) and the optimiser, as ``fit`` builds them."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
+        torch.manual_seed(0)
         net = InceptionEmbedder(64, pretrained=False, bottleneck_bias=False).to(device)
     head = NormalizedSoftmax(64, num_classes, alpha=16.0, variant="bn").to(device)
-    if channels_last:
+    if config.channels_last:
         net = net.to(memory_format=torch.channels_last)
     params = [p for m in (net, head) for p in m.parameters() if p.requires_grad]
-    opt = torch.optim.SGD(params, lr=0.004, momentum=0.9)
-    return net, head, opt
-
-
-def step(net, head, opt, X, y, amp: bool, device: torch.device) -> None:
-    with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
-        logits = head(net(X))
-    loss = F.cross_entropy(logits.float(), y)
-    opt.zero_grad(set_to_none=True)
-    loss.backward()
-    opt.step()
+    return training_model(net, head, config, device), make_optimizer(params, config)
 
 
 def timed(fn, n: int, warmup: int, device: torch.device) -> float:
@@ -101,31 +119,35 @@ def timed(fn, n: int, warmup: int, device: torch.device) -> float:
     return (time.perf_counter() - t) / n
 
 
-def measure(cache: ImageCache, bs: int, crop: int, device: torch.device, amp: bool, channels_last: bool,
-            steps: int, warmup: int) -> dict[str, float]:
-    """Images/s of the synthetic step, the pipeline-fed step and the batches alone."""
+def measure(cache: ImageCache, config: TrainConfig, crop: int, device: torch.device, steps: int,
+            warmup: int) -> dict[str, float]:
+    """Images/s of the synthetic step, the pipeline-fed step and the batches alone, and the first (compiling) steps' seconds."""
+    bs, mf = config.batch_size, (torch.channels_last if config.channels_last else torch.contiguous_format)
     norm = InceptionEmbedder.input_normalization
-    batches = CachedBatches(cache, bs, train=True, device=device, crop=crop, channels_last=channels_last, **norm)
+    batches = CachedBatches(cache, bs, train=True, device=device, crop=crop, channels_last=config.channels_last, **norm)
     if len(batches) < steps + warmup:
         raise SystemExit(f"batch size {bs}: the cache has {len(cache)} images, fewer than "
                          f"{steps + warmup} batches; lower --steps/--warmup or raise --train")
-    net, head, opt = build(cache.num_classes, device, channels_last)
+    model, opt = build(cache.num_classes, device, config)
     X0, y0 = next(iter(batches.epoch(0, torch.Generator().manual_seed(0))))
-    X0 = torch.randn_like(X0)  # synthetic tensors, the same shape/dtype/layout/device
-    mf = torch.channels_last if channels_last else torch.contiguous_format
-    X0 = X0.contiguous(memory_format=mf)
-    synthetic = timed(lambda i: step(net, head, opt, X0, y0, amp, device), steps, warmup, device)
+    X0 = torch.randn_like(X0).contiguous(memory_format=mf)  # synthetic tensors, same shape/dtype/layout/device
+    t = time.perf_counter()
+    for _ in range(3):  # compilation and graph capture happen here
+        train_step(model, opt, X0, y0, amp=config.amp)
+    sync(device)
+    first = time.perf_counter() - t
+    synthetic = timed(lambda i: train_step(model, opt, X0, y0, amp=config.amp), steps, warmup, device)
 
     def fed(n: int) -> float:
         it = batches.epoch(1, torch.Generator().manual_seed(1))
         for _ in range(warmup):
             X, y = next(it)
-            step(net, head, opt, X.contiguous(memory_format=mf), y, amp, device)
+            train_step(model, opt, X.contiguous(memory_format=mf), y, amp=config.amp)
         sync(device)
         t = time.perf_counter()
         for _ in range(n):
             X, y = next(it)
-            step(net, head, opt, X.contiguous(memory_format=mf), y, amp, device)
+            train_step(model, opt, X.contiguous(memory_format=mf), y, amp=config.amp)
         sync(device)
         return (time.perf_counter() - t) / n
 
@@ -133,19 +155,20 @@ def measure(cache: ImageCache, bs: int, crop: int, device: torch.device, amp: bo
     it = batches.epoch(2, torch.Generator().manual_seed(2))
     only = timed(lambda i: next(it), steps, warmup, device)
     return {"synthetic": bs / synthetic, "pipeline": bs / pipeline, "batches_only": bs / only,
-            "pipeline_cost": pipeline / synthetic - 1.0}
+            "pipeline_cost": pipeline / synthetic - 1.0, "first_steps_s": first}
 
 
-def fit_epoch(cache: ImageCache, bs: int, crop: int, device: torch.device, amp: bool, channels_last: bool,
-              max_images: int | None) -> float:
-    """Images/s of one ``train.fit`` epoch (no evaluation, no record)."""
-    net, head, _ = build(cache.num_classes, device, channels_last)
+def fit_epoch(cache: ImageCache, config: TrainConfig, crop: int, device: torch.device) -> float:
+    """Images/s of one ``train.fit`` epoch (no evaluation, no record; compilation included)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.manual_seed(0)
+        net = InceptionEmbedder(64, pretrained=False, bottleneck_bias=False)
+    head = NormalizedSoftmax(64, cache.num_classes, alpha=16.0, variant="bn")
     norm = InceptionEmbedder.input_normalization
-    batches = CachedBatches(cache, bs, train=True, device=device, crop=crop, **norm)
-    config = TrainConfig(num_epochs=1, batch_size=bs, optimizer="sgd", lr=0.004, device=str(device), amp=amp,
-                         channels_last=channels_last)
+    batches = CachedBatches(cache, config.batch_size, train=True, device=device, crop=crop, **norm)
     result = fit(net, head, Constant(16.0, 1), batches, config, progress=False)
-    return len(batches) * bs / result.history[0]["seconds"]
+    return len(batches) * config.batch_size / result.history[0]["seconds"]
 
 
 def machine(device: torch.device) -> str:
@@ -171,76 +194,88 @@ def main() -> int:
     p.add_argument("--size", type=int, default=256, help="cached image side")
     p.add_argument("--crop", type=int, default=224)
     p.add_argument("--batch-sizes", default="32,256")
+    p.add_argument("--precisions", default=None,
+                   help="fp32 and/or bf16 (bf16 autocast + channels-last, CUDA only); default: fp32, plus bf16 on CUDA")
+    p.add_argument("--speedups", default=None,
+                   help=f"comma list of {list(SPEEDUPS)}, each on top of the previous (default: all that the device has)")
     p.add_argument("--steps", type=int, default=50)
     p.add_argument("--warmup", type=int, default=10)
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
     p.add_argument("--workdir", default=None, help="where the generated tree and cache go (default: a temp dir)")
-    p.add_argument("--no-fit", action="store_true", help="skip the train.fit epoch")
+    p.add_argument("--fit", default="plain,last", help="speed-ups also timed through one train.fit epoch "
+                   "('last': the last of --speedups; 'none': skip)")
     p.add_argument("--full-run", action="store_true",
                    help="also time `heatup train --variant hbn` for 80 epochs at batch 32 with evaluations")
+    p.add_argument("--full-run-args", default="", help="extra `heatup train` flags for --full-run, e.g. "
+                   "'--compile reduce-overhead'")
+    p.add_argument("--note", default="", help="a remark recorded with the results")
     p.add_argument("--record", action="store_true", help=f"append the results to bench/RESULTS.md under '{SECTION}'")
     args = p.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device)
+    on_cuda = device.type == "cuda"
+    speedups = (args.speedups or ",".join(k for k in SPEEDUPS if on_cuda or k != "cudagraphs")).split(",")
+    precisions = (args.precisions or ("fp32,bf16" if on_cuda else "fp32")).split(",")
+    bad = [k for k in speedups if k not in SPEEDUPS] + [k for k in precisions if k not in ("fp32", "bf16")]
+    if bad:
+        raise SystemExit(f"unknown speed-up or precision {bad}; speed-ups: {list(SPEEDUPS)}, precisions: fp32, bf16")
+    fit_for = {s for s in args.fit.split(",") if s in SPEEDUPS} | ({speedups[-1]} if "last" in args.fit else set())
     workdir = Path(args.workdir) if args.workdir else Path(tempfile.mkdtemp(prefix="heatup-train-speed-"))
     t0 = time.perf_counter()
     cache_dir = make_cache(workdir, args.train, args.test, args.size)
     prep = time.perf_counter() - t0
     cache = ImageCache.open(cache_dir, "train")
-    modes = [("fp32", False, False)]
-    if device.type == "cuda":
-        modes.append(("bf16 + channels-last", True, True))
     rows = []
     for bs in [int(b) for b in args.batch_sizes.split(",")]:
-        for name, amp, cl in modes:
-            r = measure(cache, bs, args.crop, device, amp, cl, args.steps, args.warmup)
-            r["fit"] = float("nan") if args.no_fit else fit_epoch(cache, bs, args.crop, device, amp, cl, None)
-            rows.append((bs, name, r))
-            print(f"batch {bs:4d} {name:22s} synthetic {r['synthetic']:8.1f} img/s  pipeline {r['pipeline']:8.1f} img/s "
-                  f"(input cost {100 * r['pipeline_cost']:+.1f}%)  batches only {r['batches_only']:9.1f} img/s  "
-                  f"fit epoch {r['fit']:8.1f} img/s", flush=True)
+        for precision in precisions:
+            low = precision == "bf16"
+            for speedup in speedups:
+                config = config_for(bs, device, low, low, speedup)
+                r = measure(cache, config, args.crop, device, args.steps, args.warmup)
+                r["fit"] = fit_epoch(cache, config, args.crop, device) if speedup in fit_for else float("nan")
+                rows.append((bs, precision, speedup, r))
+                print(f"batch {bs:4d} {precision:4s} {speedup:10s} synthetic {r['synthetic']:8.1f} img/s  "
+                      f"pipeline {r['pipeline']:8.1f} img/s (input cost {100 * r['pipeline_cost']:+.1f}%)  "
+                      f"batches only {r['batches_only']:9.1f} img/s  fit epoch {r['fit']:8.1f} img/s  "
+                      f"first 3 steps {r['first_steps_s']:.1f} s", flush=True)
     full = None
     if args.full_run:
         t = time.perf_counter()
         cmd = [sys.executable, "-m", "heatup_lib.cli", "train", "--dataset", "cub200", "--variant", "hbn",
                "--data", str(cache_dir), "--preset", "paper", "--no-pretrained", "--device", str(device),
                "--runs-dir", str(workdir / "runs"), "--no-progress", "--image-size", str(args.size),
-               "--crop-size", str(args.crop)]
+               "--crop-size", str(args.crop), *shlex.split(args.full_run_args)]
         proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
         full = time.perf_counter() - t
         print(proc.stdout[-2000:], proc.stderr[-2000:])
         print(f"full HBN run (80 epochs, batch 32, evaluations every 10 epochs): {full:.0f} s, rc {proc.returncode}")
+        if proc.returncode != 0:
+            full = None
     if args.record:
+        from _results import record_section
+
         command = "python bench/train_speed.py " + " ".join(shlex.quote(a) for a in sys.argv[1:])
-        lines = [f"\n### {dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M} UTC, {machine(device)}, commit {git_commit()}",
-                 f"Command: `{command}`  ",
-                 f"Data: generated CUB-layout tree, {len(cache)} train images cached at {args.size}px "
-                 f"(decode + cache {prep:.0f} s), crop {args.crop}; {args.steps} timed steps after {args.warmup} warm-up.",
-                 "", "| batch | precision | synthetic step (img/s) | through the pipeline (img/s) | input pipeline cost | "
-                 "batches alone (img/s) | fit epoch (img/s) |", "|---:|---|---:|---:|---:|---:|---:|"]
-        for bs, name, r in rows:
-            lines.append(f"| {bs} | {name} | {r['synthetic']:.1f} | {r['pipeline']:.1f} | {100 * r['pipeline_cost']:+.1f}% | "
-                         f"{r['batches_only']:.1f} | {r['fit']:.1f} |")
-        if len(modes) > 1:
-            for bs in sorted({b for b, _, _ in rows}):
-                base = next(r for b, n, r in rows if b == bs and n == "fp32")
-                fast = next(r for b, n, r in rows if b == bs and n != "fp32")
-                lines.append(f"\nBatch {bs}: bf16 + channels-last vs fp32 (same run): "
-                             f"{fast['pipeline'] / base['pipeline']:.2f}x through the pipeline.")
+        lines = [f"### {dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M} UTC, {machine(device)}, commit {git_commit()}",
+                 "", f"- command: `{command}`",
+                 f"- data: generated CUB-layout tree, {len(cache)} train images cached at {args.size}px "
+                 f"(decode + cache {prep:.0f} s), crop {args.crop}; {args.steps} timed steps after {args.warmup} warm-up"]
+        if args.note:
+            lines.append(f"- note: {args.note}")
+        lines += ["", "| batch | precision | speed-up | synthetic step (img/s) | vs plain | through the pipeline (img/s) "
+                  "| input pipeline cost | batches alone (img/s) | fit epoch (img/s) | first 3 steps (s) |",
+                  "|---:|---|---|---:|---:|---:|---:|---:|---:|---:|"]
+        for bs, precision, speedup, r in rows:
+            base = next((q for b, pr, sp, q in rows if (b, pr, sp) == (bs, precision, "plain")), None)
+            ratio = f"{r['synthetic'] / base['synthetic']:.2f}x" if base else "n/a"
+            lines.append(f"| {bs} | {precision} | {speedup} | {r['synthetic']:.1f} | {ratio} | {r['pipeline']:.1f} | "
+                         f"{100 * r['pipeline_cost']:+.1f}% | {r['batches_only']:.1f} | {r['fit']:.1f} | "
+                         f"{r['first_steps_s']:.1f} |")
         if full is not None:
-            lines.append(f"\nFull HBN run, 80 epochs at batch 32 with evaluations, end to end: {full:.0f} s.")
-        text = "\n".join(lines) + "\n"
+            lines.append(f"\nFull HBN run, 80 epochs at batch 32 with evaluations, end to end "
+                         f"(`heatup train ... {args.full_run_args}`): {full:.0f} s.")
         results = ROOT / "bench" / "RESULTS.md"
-        existing = results.read_text() if results.is_file() else "# Benchmark results\n"
-        if SECTION not in existing:
-            existing = existing.rstrip("\n") + f"\n\n{SECTION}\n\nWritten by `bench/train_speed.py` (see its docstring).\n"
-            results.write_text(existing)
-        # append inside our section: after its last line, before the next "## " heading
-        head, _, tail = existing.partition(SECTION)
-        nxt = tail.find("\n## ")
-        body, rest = (tail, "") if nxt < 0 else (tail[:nxt], tail[nxt:])
-        results.write_text(head + SECTION + body.rstrip("\n") + "\n" + text + rest)
+        record_section(results, SECTION, "\n".join(lines) + "\n")
         print(f"recorded in {results}")
     return 0
 

@@ -60,6 +60,7 @@ def _run_prepare(args: argparse.Namespace) -> int:
 
 TRAIN_DATASETS = ("cub200", "cars196", "sop")
 TRAIN_VARIANTS = ("sm", "ls", "ln", "bn", "hln", "hbn")
+COMPILE_MODES = ("off", "default", "reduce-overhead", "max-autotune")  # train.COMPILE_MODES (no torch import here)
 
 
 def _bool_flag(p: argparse.ArgumentParser, name: str, help: str) -> None:
@@ -96,6 +97,9 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     _bool_flag(p, "pretrained", "start from ImageNet weights (paper: yes)")
     p.add_argument("--weights", default=None, help="GoogLeNet weights file instead of the torch hub cache")
     _bool_flag(p, "amp", "bf16 autocast (default: on for CUDA)")
+    _bool_flag(p, "fused", "fused optimiser kernel (default: on for CUDA)")
+    p.add_argument("--compile", default=None, choices=COMPILE_MODES,
+                   help="torch.compile the network (default: off; reduce-overhead adds CUDA graphs on a GPU)")
     p.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: cuda when available)")
     p.add_argument("--runs-dir", default="runs", help="where run records go (default: runs)")
     p.add_argument("--run-name", default=None, help="run folder name (default: DATASET-VARIANT-DIGEST)")
@@ -131,7 +135,8 @@ def _run_train(args: argparse.Namespace) -> int:
     overrides = {"num_epochs": args.epochs, "heatup_epoch": args.heatup_epoch, "batch_size": args.batch_size,
                  "embedding_dim": args.embedding_dim, "lr": args.lr, "alpha": args.alpha,
                  "image_size": args.image_size, "crop_size": args.crop_size, "eval_every": args.eval_every,
-                 "seed": args.seed, "pretrained": args.pretrained, "weights": args.weights, "amp": args.amp}
+                 "seed": args.seed, "pretrained": args.pretrained, "weights": args.weights, "amp": args.amp,
+                 "fused": args.fused, "compile": args.compile}
     overrides = {k: v for k, v in overrides.items() if v is not None}
     data = _data_args(args.data)
     if "data_root" in data and int(os.environ.get("WORLD_SIZE", "1")) > 1:

@@ -75,6 +75,7 @@ def test_train_refuses_bad_parameters(cub_cache, tmp_path, capsys, monkeypatch, 
 @pytest.mark.parametrize("args, message", [
     (["--variant", "xyz"], "invalid choice: 'xyz'"),
     (["--dataset", "imagenet"], "invalid choice: 'imagenet'"),
+    (["--compile", "fast"], "invalid choice: 'fast'"),
 ])
 def test_train_refuses_unknown_names(capsys, args, message):
     base = {"--dataset": "cub200", "--variant": "hbn", "--data": "."}
@@ -87,3 +88,9 @@ def test_train_refuses_unknown_names(capsys, args, message):
 def test_evaluate_refuses_a_missing_run(tmp_path, capsys):
     assert cli.main(["evaluate", "--run", str(tmp_path / "nope"), "--device", "cpu"]) == 2
     assert "does not exist" in capsys.readouterr().err
+
+
+def test_train_compile_choices_are_the_libraries():
+    from heatup_lib.train import COMPILE_MODES
+
+    assert cli.COMPILE_MODES == COMPILE_MODES
