@@ -157,17 +157,22 @@ def read_metrics(run_dir: str | Path) -> dict[str, Any] | None:
 
 
 def git_commit(path: str | Path | None = None) -> str | None:
-    """The git commit of the repository holding ``path`` (this package by default), with "-dirty" if modified; None without git."""
+    """The git commit of the repository holding ``path`` (this package by default), with "-dirty" if modified.
+
+    Where there is no git checkout (a copy of the tree on another machine), the environment
+    variable ``HEATUP_GIT_COMMIT`` names the commit the copy was made from; else None.
+    """
     cwd = Path(path) if path is not None else Path(__file__).resolve().parent
+    fallback = os.environ.get("HEATUP_GIT_COMMIT") or None
     try:
         commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True,
                                 text=True, timeout=10)
         if commit.returncode != 0:
-            return None
+            return fallback
         status = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=cwd,
                                 capture_output=True, text=True, timeout=10)
     except (OSError, subprocess.SubprocessError):
-        return None
+        return fallback
     dirty = "-dirty" if status.returncode == 0 and status.stdout.strip() else ""
     return commit.stdout.strip() + dirty
 

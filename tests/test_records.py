@@ -72,8 +72,12 @@ def test_find_records_and_missing_record(tmp_path):
         records.load_record(tmp_path / "not_a_run")
 
 
-def test_git_commit_tolerates_no_repository(tmp_path):
+def test_git_commit_tolerates_no_repository(tmp_path, monkeypatch):
+    monkeypatch.delenv("HEATUP_GIT_COMMIT", raising=False)
     assert records.git_commit(tmp_path) is None
+    monkeypatch.setenv("HEATUP_GIT_COMMIT", "0123abc")  # a copy of the tree made from that commit
+    assert records.git_commit(tmp_path) == "0123abc"
+    monkeypatch.delenv("HEATUP_GIT_COMMIT")
     commit = records.git_commit()
     assert commit is None or len(commit.removesuffix("-dirty")) == 40
 

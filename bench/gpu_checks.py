@@ -1,0 +1,199 @@
+"""Every check that needs a GPU, as one prepared command for a session that is lent one.
+
+GPU time is short (a session gets about 15 minutes in all), so the checks are stages, run in the
+order given, each under its own time limit, each writing its log to ``--out``:
+
+- ``tests``: the CUDA-only tests (CUDA vs CPU parity of metrics, k-means, batches, and the
+  training speed-ups following the plain trajectory);
+- ``standin``: the five table rows (SM, LN, BN, HLN, HBN) on the MNIST stand-in with the paper's
+  schedule (80 epochs, batch 32, 256 px cache, 224 crop, from scratch: no ImageNet weights there);
+  their run records, without checkpoints, are packed into ``records.tgz`` for ``records/``;
+- ``speed``: ``bench/train_speed.py`` at batch 32 (fp32, bf16) and 256 (bf16 + channels-last)
+  for the plain path and each speed-up;
+- ``data``, ``metrics``, ``mnist``: the GPU paths of the other bench scripts;
+- ``full``: a whole 80-epoch HBN run on the CUB-sized generated data (``train_speed.py --full-run``).
+
+Each bench stage appends to ``bench/RESULTS.md`` of the copy, which is copied to ``--out``.
+
+Here, before the call (packs MNIST, 12 MB, for the stand-in and the MNIST bench; ``.gpu/`` is ignored)::
+
+    python bench/gpu_checks.py --pack
+
+On the device, with ``carry: [".gpu"]``::
+
+    HEATUP_GIT_COMMIT=<commit> python3 bench/gpu_checks.py tests standin speed --out $OUT
+
+``--smoke`` runs every stage tiny on the CPU, to check the plumbing here before spending GPU time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tarfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+PACK = ROOT / ".gpu"
+MNIST_FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
+STAGES = ("tests", "standin", "speed", "data", "metrics", "mnist", "full")
+ROWS = ("sm", "ln", "bn", "hln", "hbn")
+
+
+def pack() -> int:
+    """Gzip MNIST's raw files (from ``data/``, made by ``make data``) into ``.gpu/mnist``."""
+    src = ROOT / "data" / "MNIST" / "raw"
+    missing = [f for f in MNIST_FILES if not (src / f).is_file()]
+    if missing:
+        print(f"missing {missing} under {src}: run `make data` first", file=sys.stderr)
+        return 2
+    (PACK / "mnist").mkdir(parents=True, exist_ok=True)
+    for name in MNIST_FILES:
+        with open(src / name, "rb") as fin, gzip.open(PACK / "mnist" / f"{name}.gz", "wb", compresslevel=9) as fout:
+            shutil.copyfileobj(fin, fout)
+    size = sum(f.stat().st_size for f in (PACK / "mnist").iterdir()) / 2**20
+    print(f"packed MNIST into {PACK / 'mnist'} ({size:.1f} MiB); carry '.gpu'")
+    return 0
+
+
+def unpack_mnist(work: Path) -> Path:
+    """The torchvision MNIST root made from ``.gpu/mnist`` (or ``data/`` when it already has the files)."""
+    if all((ROOT / "data" / "MNIST" / "raw" / f).is_file() for f in MNIST_FILES):
+        return ROOT / "data"
+    raw = work / "mnist" / "MNIST" / "raw"
+    raw.mkdir(parents=True, exist_ok=True)
+    for name in MNIST_FILES:
+        packed = PACK / "mnist" / f"{name}.gz"
+        if not packed.is_file():
+            raise FileNotFoundError(f"{packed} is missing: run `python bench/gpu_checks.py --pack` here and carry .gpu")
+        with gzip.open(packed, "rb") as fin, open(raw / name, "wb") as fout:
+            shutil.copyfileobj(fin, fout)
+    return work / "mnist"
+
+
+def run(cmd: list[str], log: Path, limit: float) -> int:
+    """Run ``cmd`` in the repository root with its output teed to ``log``; its exit status (124 on timeout)."""
+    print(f"$ {' '.join(cmd)}  (limit {limit:.0f} s, log {log.name})", flush=True)
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONPATH": str(ROOT)}
+    t = time.perf_counter()
+    with open(log, "w") as out:
+        proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+        try:
+            for line in proc.stdout:  # type: ignore[union-attr]
+                out.write(line)
+                if not line.startswith(("W1", "  warnings.warn")):
+                    sys.stdout.write(line)
+                if time.perf_counter() - t > limit:
+                    proc.kill()
+                    break
+        finally:
+            rc = proc.wait()
+    rc = 124 if time.perf_counter() - t > limit and rc != 0 else rc
+    print(f"-> rc {rc} in {time.perf_counter() - t:.0f} s", flush=True)
+    return rc
+
+
+def standin(out: Path, work: Path, smoke: bool) -> int:
+    """Train the five rows on the stand-in and pack their records (no checkpoints) into ``out/records.tgz``."""
+    import torch
+
+    from heatup_lib import benchmark as B
+
+    device = "cpu" if smoke else "cuda"
+    overrides = dict(pretrained=False)
+    ipc, size = 300, 256
+    if smoke:
+        overrides.update(num_epochs=2, batch_size=8, image_size=40, crop_size=32, eval_every=1)
+        ipc, size = 8, 40
+    cache = B.standin_cache(work / "standin", images_per_class=ipc, image_size=size, seed=0,
+                            workers=None, mnist_root=unpack_mnist(work))
+    runs = work / "standin-runs"
+    summary = {}
+    for row in ROWS:
+        t = time.perf_counter()
+        result = B.run_experiment("cub200", row, cache_dir=cache, runs_dir=runs, preset="paper", overrides=overrides,
+                                  device=device, standin=B.STANDIN_NOTE, progress=False)
+        summary[row] = {"seconds": round(time.perf_counter() - t, 1), "run": result.run_dir.name,
+                        **{k: round(100 * v, 2) for k, v in result.metrics.items() if isinstance(v, float)}}
+        print(row, json.dumps(summary[row]), flush=True)
+    (out / "standin.json").write_text(json.dumps({"device": torch.cuda.get_device_name() if device == "cuda" else "cpu",
+                                                  "rows": summary}, indent=1))
+    with tarfile.open(out / "records.tgz", "w:gz") as tar:
+        for run_dir in sorted(p for p in runs.iterdir() if (p / "metrics.json").is_file()):
+            for f in sorted(run_dir.iterdir()):
+                if f.name not in ("checkpoint.pt", B.SOURCE_FILE):
+                    tar.add(f, arcname=f"{run_dir.name}/{f.name}")
+    return 0
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("stages", nargs="*", default=["tests", "standin", "speed"], help=f"any of {STAGES}")
+    p.add_argument("--out", default=os.environ.get("OUT", "gpu-out"), help="where logs and results go ($OUT)")
+    p.add_argument("--work", default=None, help="scratch folder (default: OUT/../heatup-gpu-work)")
+    p.add_argument("--pack", action="store_true", help="pack MNIST into .gpu/ for the call, then stop")
+    p.add_argument("--smoke", action="store_true", help="every stage tiny, on the CPU (a rehearsal here)")
+    args = p.parse_args()
+    if args.pack:
+        return pack()
+    bad = [s for s in args.stages if s not in STAGES]
+    if bad:
+        print(f"unknown stage(s) {bad}; stages: {list(STAGES)}", file=sys.stderr)
+        return 2
+    out = Path(args.out).resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    work = Path(args.work).resolve() if args.work else out.parent / "heatup-gpu-work"
+    work.mkdir(parents=True, exist_ok=True)
+    py, smoke = sys.executable, args.smoke
+    dev = "cpu" if smoke else "cuda"
+    note = ["--note", "H200 session, all GPU checks in one call (bench/gpu_checks.py)"] if not smoke else []
+    speed_small = ["--train", "256", "--test", "64", "--size", "64", "--crop", "56", "--steps", "2", "--warmup", "1",
+                   "--speedups", "plain,fused", "--threads", "2"] if smoke else ["--steps", "30", "--warmup", "5"]
+    record = [] if smoke else ["--record"]
+    status = {}
+    for stage in args.stages:
+        log = out / f"{stage}.log"
+        if stage == "tests":
+            rc = run([py, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-k", "cuda", "tests/test_metrics.py",
+                      "tests/test_kmeans.py", "tests/test_augment.py", "tests/test_train.py"], log, 240)
+            rc = 0 if smoke and rc == 5 else rc  # no CUDA test selected on the CPU
+        elif stage == "standin":
+            rc = standin(out, work, smoke)
+        elif stage == "speed":
+            cmd = [py, "bench/train_speed.py", "--device", dev, "--workdir", str(work / "speed"), *speed_small, *record, *note]
+            rc = run(cmd + ["--batch-sizes", "32" if not smoke else "16",
+                            "--precisions", "fp32,bf16" if not smoke else "fp32"], log, 330)
+            if rc == 0 and not smoke:
+                rc = run(cmd + ["--batch-sizes", "256", "--precisions", "bf16", "--speedups", "plain,fused,cudagraphs"],
+                         out / "speed256.log", 270)
+        elif stage == "data":
+            rc = run([py, "bench/data_speed.py", "--device", dev, *(["--images", "128", "--seconds", "1", "--batch-size", "8"] if smoke else []),
+                      *record, *note], log, 180)
+        elif stage == "metrics":
+            rc = run([py, "bench/metrics_speed.py", "--jobs", "ours_gpu" if not smoke else "ours_knn",
+                      *(["--quick"] if smoke else []), *record, *note], log, 180)
+        elif stage == "mnist":
+            root = unpack_mnist(work)
+            rc = run([py, "bench/mnist_speed.py", "--device", dev, "--mnist-root", str(root),
+                      *(["--max-steps", "2", "--repeats", "1"] if smoke else ["--all-settings"]), *record], log, 300)
+        else:  # full
+            rc = run([py, "bench/train_speed.py", "--device", dev, "--workdir", str(work / "speed"), *speed_small,
+                      "--batch-sizes", "32", "--precisions", "bf16" if not smoke else "fp32", "--speedups", "plain",
+                      "--fit", "none", "--full-run", "--full-run-args", "--compile reduce-overhead" if not smoke else "--epochs 2",
+                      *record, *note], log, 420)
+        status[stage] = rc
+    if (ROOT / "bench" / "RESULTS.md").is_file():
+        shutil.copy(ROOT / "bench" / "RESULTS.md", out / "RESULTS.md")
+    (out / "status.json").write_text(json.dumps(status))
+    print("stages:", status)
+    return 0 if all(rc == 0 for rc in status.values()) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
