@@ -19,9 +19,14 @@ Here, before the call (packs MNIST, 12 MB, for the stand-in and the MNIST bench;
 
     python bench/gpu_checks.py --pack
 
-On the device, with ``carry: [".gpu"]``::
+On the device, with ``carry: [".gpu"]``, in two calls of under 10 minutes each (estimates: none
+of this has run on a GPU yet)::
 
-    HEATUP_GIT_COMMIT=<commit> python3 bench/gpu_checks.py tests standin speed --out $OUT
+    HEATUP_GIT_COMMIT=<commit> python3 bench/gpu_checks.py tests standin --out $OUT
+    HEATUP_GIT_COMMIT=<commit> python3 bench/gpu_checks.py speed data metrics --out $OUT
+
+then, here: unpack ``records.tgz`` into ``records/h200-standin/`` and copy ``RESULTS.md`` over
+``bench/RESULTS.md`` (it is this tree's file with the new sections appended).
 
 ``--smoke`` runs every stage tiny on the CPU, to check the plumbing here before spending GPU time.
 """
@@ -40,6 +45,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))  # the device machine has no installed heatup_lib: use this checkout's
 PACK = ROOT / ".gpu"
 MNIST_FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
 STAGES = ("tests", "standin", "speed", "data", "metrics", "mnist", "full")
@@ -99,14 +105,17 @@ def run(cmd: list[str], log: Path, limit: float) -> int:
     return rc
 
 
-def standin(out: Path, work: Path, smoke: bool) -> int:
-    """Train the five rows on the stand-in and pack their records (no checkpoints) into ``out/records.tgz``."""
+def standin(out: Path, work: Path, smoke: bool, compile_mode: str, limit: float) -> int:
+    """Train the five rows on the stand-in and pack their records (no checkpoints) into ``out/records.tgz``.
+
+    No new row starts once ``limit`` seconds have passed (the records of the finished rows are kept).
+    """
     import torch
 
     from heatup_lib import benchmark as B
 
     device = "cpu" if smoke else "cuda"
-    overrides = dict(pretrained=False)
+    overrides = dict(pretrained=False, compile=compile_mode)
     ipc, size = 300, 256
     if smoke:
         overrides.update(num_epochs=2, batch_size=8, image_size=40, crop_size=32, eval_every=1)
@@ -115,7 +124,11 @@ def standin(out: Path, work: Path, smoke: bool) -> int:
                             workers=None, mnist_root=unpack_mnist(work))
     runs = work / "standin-runs"
     summary = {}
+    start = time.perf_counter()
     for row in ROWS:
+        if time.perf_counter() - start > limit:
+            print(f"standin: {limit:.0f} s passed, {row} and the rows after it not started", flush=True)
+            break
         t = time.perf_counter()
         result = B.run_experiment("cub200", row, cache_dir=cache, runs_dir=runs, preset="paper", overrides=overrides,
                                   device=device, standin=B.STANDIN_NOTE, progress=False)
@@ -123,22 +136,26 @@ def standin(out: Path, work: Path, smoke: bool) -> int:
                         **{k: round(100 * v, 2) for k, v in result.metrics.items() if isinstance(v, float)}}
         print(row, json.dumps(summary[row]), flush=True)
     (out / "standin.json").write_text(json.dumps({"device": torch.cuda.get_device_name() if device == "cuda" else "cpu",
-                                                  "rows": summary}, indent=1))
+                                                  "compile": compile_mode, "rows": summary}, indent=1))
     with tarfile.open(out / "records.tgz", "w:gz") as tar:
         for run_dir in sorted(p for p in runs.iterdir() if (p / "metrics.json").is_file()):
             for f in sorted(run_dir.iterdir()):
                 if f.name not in ("checkpoint.pt", B.SOURCE_FILE):
                     tar.add(f, arcname=f"{run_dir.name}/{f.name}")
-    return 0
+    return 0 if len(summary) == len(ROWS) else 1
 
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("stages", nargs="*", default=["tests", "standin", "speed"], help=f"any of {STAGES}")
+    p.add_argument("stages", nargs="*", default=["tests", "standin"], help=f"any of {STAGES} (default: tests standin)")
     p.add_argument("--out", default=os.environ.get("OUT", "gpu-out"), help="where logs and results go ($OUT)")
     p.add_argument("--work", default=None, help="scratch folder (default: OUT/../heatup-gpu-work)")
     p.add_argument("--pack", action="store_true", help="pack MNIST into .gpu/ for the call, then stop")
     p.add_argument("--smoke", action="store_true", help="every stage tiny, on the CPU (a rehearsal here)")
+    p.add_argument("--standin-compile", default="auto", choices=("auto", "off", "reduce-overhead"),
+                   help="compile mode of the stand-in runs; auto: reduce-overhead if the tests stage passed "
+                   "in this call (it checks that path against the plain one), else off")
+    p.add_argument("--standin-limit", type=float, default=420, help="no new stand-in row after this many seconds")
     args = p.parse_args()
     if args.pack:
         return pack()
@@ -164,7 +181,10 @@ def main() -> int:
                       "tests/test_kmeans.py", "tests/test_augment.py", "tests/test_train.py"], log, 240)
             rc = 0 if smoke and rc == 5 else rc  # no CUDA test selected on the CPU
         elif stage == "standin":
-            rc = standin(out, work, smoke)
+            mode = args.standin_compile
+            if mode == "auto":
+                mode = "reduce-overhead" if status.get("tests") == 0 and not smoke else "off"
+            rc = standin(out, work, smoke, mode, args.standin_limit)
         elif stage == "speed":
             cmd = [py, "bench/train_speed.py", "--device", dev, "--workdir", str(work / "speed"), *speed_small, *record, *note]
             rc = run(cmd + ["--batch-sizes", "32" if not smoke else "16",
