@@ -18,6 +18,7 @@ library's own step, ``train.train_step`` on ``train.training_model``, with the o
 
 - ``plain``: eager PyTorch, the path to read and debug;
 - ``fused``: the optimiser's fused kernel (``fused=True``);
+- ``cudnn``: cuDNN times its convolution algorithms once per shape (``cudnn_benchmark=True``; CUDA only);
 - ``compile``: ``torch.compile`` of the network (``compile="default"``);
 - ``cudagraphs``: ``compile="reduce-overhead"``, which also replays the compiled forward and
   backward as CUDA graphs (CUDA only).
@@ -63,8 +64,9 @@ from heatup_lib.train import TrainConfig, fit, make_optimizer, train_step, train
 SPEEDUPS: dict[str, dict[str, object]] = {
     "plain": {},
     "fused": {"fused": True},
-    "compile": {"fused": True, "compile": "default"},
-    "cudagraphs": {"fused": True, "compile": "reduce-overhead"},
+    "cudnn": {"fused": True, "cudnn_benchmark": True},
+    "compile": {"fused": True, "cudnn_benchmark": True, "compile": "default"},
+    "cudagraphs": {"fused": True, "cudnn_benchmark": True, "compile": "reduce-overhead"},
 }
 
 SECTION = "## Inception training speed"
@@ -129,6 +131,7 @@ def measure(cache: ImageCache, config: TrainConfig, crop: int, device: torch.dev
         raise SystemExit(f"batch size {bs}: the cache has {len(cache)} images, fewer than "
                          f"{steps + warmup} batches; lower --steps/--warmup or raise --train")
     model, opt = build(cache.num_classes, device, config)
+    torch.backends.cudnn.benchmark = config.cudnn_benchmark  # as fit sets it for its run
     X0, y0 = next(iter(batches.epoch(0, torch.Generator().manual_seed(0))))
     X0 = torch.randn_like(X0).contiguous(memory_format=mf)  # synthetic tensors, same shape/dtype/layout/device
     t = time.perf_counter()
@@ -197,7 +200,8 @@ def main() -> int:
     p.add_argument("--precisions", default=None,
                    help="fp32 and/or bf16 (bf16 autocast + channels-last, CUDA only); default: fp32, plus bf16 on CUDA")
     p.add_argument("--speedups", default=None,
-                   help=f"comma list of {list(SPEEDUPS)}, each on top of the previous (default: all that the device has)")
+                   help=f"comma list of {list(SPEEDUPS)}, each on top of the previous (default: plain,fused,cudnn,cudagraphs on CUDA, "
+                   "plain,fused,compile on CPU)")
     p.add_argument("--steps", type=int, default=50)
     p.add_argument("--warmup", type=int, default=10)
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
@@ -215,7 +219,8 @@ def main() -> int:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device)
     on_cuda = device.type == "cuda"
-    speedups = (args.speedups or ",".join(k for k in SPEEDUPS if on_cuda or k != "cudagraphs")).split(",")
+    default = ("plain", "fused", "cudnn", "cudagraphs") if on_cuda else ("plain", "fused", "compile")
+    speedups = (args.speedups or ",".join(default)).split(",")
     precisions = (args.precisions or ("fp32,bf16" if on_cuda else "fp32")).split(",")
     bad = [k for k in speedups if k not in SPEEDUPS] + [k for k in precisions if k not in ("fp32", "bf16")]
     if bad:

@@ -96,6 +96,7 @@ class Settings:
     amp: bool | None = None             # bf16 autocast; None: on for CUDA, off on CPU
     channels_last: bool | None = None   # None: on for CUDA
     fused: bool | None = None           # fused optimiser kernel; None: on for CUDA
+    cudnn_benchmark: bool | None = None  # cuDNN picks its fastest convolutions per shape; None: on for CUDA
     compile: str = "off"                # torch.compile mode of the network (train.COMPILE_MODES)
     seed: int = 0
 
@@ -237,7 +238,7 @@ def validate_settings(dataset: str, row: str, settings: Settings, *, device: str
             raise ValueError(f"{name} must be True or False, got {getattr(s, name)!r}")
     if s.compile not in COMPILE_MODES:
         raise ValueError(f"compile must be one of {list(COMPILE_MODES)}, got {s.compile!r}")
-    for name in ("amp", "channels_last", "fused"):
+    for name in ("amp", "channels_last", "fused", "cudnn_benchmark"):
         if getattr(s, name) is not None and not isinstance(getattr(s, name), bool):
             raise ValueError(f"{name} must be True, False or None (automatic), got {getattr(s, name)!r}")
     if not _is_int(s.seed):
@@ -404,6 +405,7 @@ def run_experiment(dataset: str, row: str, *, cache_dir: str | Path | None = Non
     amp = on_cuda if settings.amp is None else settings.amp
     channels_last = on_cuda if settings.channels_last is None else settings.channels_last
     fused = on_cuda if settings.fused is None else settings.fused
+    cudnn_benchmark = on_cuda if settings.cudnn_benchmark is None else settings.cudnn_benchmark
 
     num_classes = train_cache.num_classes  # cache labels are 0..C-1 within each split
 
@@ -433,7 +435,7 @@ def run_experiment(dataset: str, row: str, *, cache_dir: str | Path | None = Non
         label_smoothing=settings.label_smoothing if row == "ls" else 0.0, seed=settings.seed,
         device=str(dev), amp=amp, channels_last=channels_last, eval_every=settings.eval_every,
         bn_settle=settings.bn_settle, class_mean_init=settings.class_mean_init,
-        fused=fused, compile=settings.compile,
+        fused=fused, cudnn_benchmark=cudnn_benchmark, compile=settings.compile,
     )
     data = {"dataset": dataset, "train": _cache_summary(train_cache), "test": _cache_summary(test_cache),
             "image_size": side, "standin": standin}

@@ -98,6 +98,7 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--weights", default=None, help="GoogLeNet weights file instead of the torch hub cache")
     _bool_flag(p, "amp", "bf16 autocast (default: on for CUDA)")
     _bool_flag(p, "fused", "fused optimiser kernel (default: on for CUDA)")
+    _bool_flag(p, "cudnn-benchmark", "let cuDNN time its convolution algorithms (default: on for CUDA)")
     p.add_argument("--compile", default=None, choices=COMPILE_MODES,
                    help="torch.compile the network (default: off; reduce-overhead adds CUDA graphs on a GPU)")
     p.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: cuda when available)")
@@ -136,7 +137,7 @@ def _run_train(args: argparse.Namespace) -> int:
                  "embedding_dim": args.embedding_dim, "lr": args.lr, "alpha": args.alpha,
                  "image_size": args.image_size, "crop_size": args.crop_size, "eval_every": args.eval_every,
                  "seed": args.seed, "pretrained": args.pretrained, "weights": args.weights, "amp": args.amp,
-                 "fused": args.fused, "compile": args.compile}
+                 "fused": args.fused, "cudnn_benchmark": args.cudnn_benchmark, "compile": args.compile}
     overrides = {k: v for k, v in overrides.items() if v is not None}
     data = _data_args(args.data)
     if "data_root" in data and int(os.environ.get("WORLD_SIZE", "1")) > 1:

@@ -216,6 +216,7 @@ class TrainConfig:
     class_mean_init: bool = False  # then the classifier weights := normalised class means (SOP recipe)
     # Speed-ups (off by default, so the plain path is the one to read and debug):
     fused: bool = False          # the optimiser's fused kernel (one launch for all parameters)
+    cudnn_benchmark: bool = False  # let cuDNN time its convolution algorithms once per shape (CUDA)
     compile: str = "off"         # torch.compile mode of the network (COMPILE_MODES); the head stays eager
 
     def __post_init__(self) -> None:
@@ -243,7 +244,8 @@ class TrainConfig:
         real("adam_eps", 0.0, math.inf, True, True)
         real("weight_decay", 0.0, math.inf, False, True)
         real("label_smoothing", 0.0, 1.0, False, True)
-        for name in ("amp", "channels_last", "bn_settle", "class_mean_init", "fused"):
+        for name in ("amp", "channels_last", "bn_settle", "class_mean_init", "fused",
+                     "cudnn_benchmark"):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"{name} must be True or False, got {getattr(self, name)!r}")
         if self.compile not in COMPILE_MODES:
@@ -638,6 +640,8 @@ def fit(net: nn.Module, head: nn.Module, schedule: Any, train_data: BatchSource,
     bar = tqdm(total=config.num_epochs * num_steps, initial=start_epoch * num_steps, desc="train",
                unit="step", disable=not progress or rank != 0, dynamic_ncols=True)
     fork_devices = [device] if device.type == "cuda" else []
+    cudnn_benchmark = torch.backends.cudnn.benchmark  # a global flag: set for this run, restored after
+    torch.backends.cudnn.benchmark = config.cudnn_benchmark or cudnn_benchmark
     try:
         with torch.random.fork_rng(devices=fork_devices):
             if config.bn_settle and start_epoch == 0:
@@ -674,6 +678,7 @@ def fit(net: nn.Module, head: nn.Module, schedule: Any, train_data: BatchSource,
                 # killed after the last checkpoint but before metrics.json: evaluate again
                 metrics = _evaluate(eval_fn, net, head, rank, world_size)
     finally:
+        torch.backends.cudnn.benchmark = cudnn_benchmark
         bar.close()
         for module, mode in zip((net, head), modes):
             module.train(mode)

@@ -86,6 +86,7 @@ def test_tensor_batches_order_depends_only_on_the_generator():
     ({"device": "gpu:x"}, "device"),
     ({"amp": 1}, "amp must be True or False"),
     ({"fused": "yes"}, "fused must be True or False, got 'yes'"),
+    ({"cudnn_benchmark": None}, "cudnn_benchmark must be True or False, got None"),
     ({"compile": "fast"}, r"compile must be one of \('off', 'default', 'reduce-overhead', 'max-autotune'\), got 'fast'"),
 ])
 def test_config_rejects_bad_values(kwargs, match):
@@ -177,9 +178,20 @@ def test_compiled_network_follows_the_eager_trajectory():
         torch.testing.assert_close(states[1][k], v, rtol=1e-4, atol=1e-5)
 
 
+def test_cudnn_benchmark_is_set_for_the_run_and_restored(monkeypatch):
+    """cudnn.benchmark is a process-wide flag: fit sets it during training only."""
+    seen = []
+    monkeypatch.setattr(torch.backends.cudnn, "benchmark", False)
+    X, y = _blobs(32)
+    fit(_mlp(), _head(), Constant(16.0, 1), TensorBatches(X, y, 16), TrainConfig(1, 16, cudnn_benchmark=True),
+        callbacks=[lambda *_: seen.append(torch.backends.cudnn.benchmark)], progress=False)
+    assert seen == [True] and torch.backends.cudnn.benchmark is False
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
-@pytest.mark.parametrize("speedup", [{"fused": True}, {"fused": True, "compile": "reduce-overhead"}],
-                         ids=["fused", "cudagraphs"])
+@pytest.mark.parametrize("speedup", [{"fused": True}, {"cudnn_benchmark": True},
+                                     {"fused": True, "cudnn_benchmark": True, "compile": "reduce-overhead"}],
+                         ids=["fused", "cudnn", "cudagraphs"])
 def test_cuda_speedups_follow_the_plain_trajectory(speedup):
     """On a GPU the fused optimiser and compile + CUDA graphs train like the plain path, across a heat-up."""
     X, y = _blobs(96)
