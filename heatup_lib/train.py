@@ -54,9 +54,10 @@ from heatup_lib import records
 from heatup_lib.io import atomic_write_json
 
 __all__ = [
-    "OPTIMIZERS", "COMPILE_MODES", "BatchSource", "TensorBatches", "TrainConfig", "TrainResult", "NonFiniteLossError",
-    "RunDirConflictError", "fit", "train_step", "make_optimizer", "training_model", "run_params", "settle_batch_norm", "class_mean_init", "epoch_generator",
-    "init_distributed", "distributed_info", "state_fingerprint",
+    "OPTIMIZERS", "COMPILE_MODES", "BatchSource", "TensorBatches", "TrainConfig", "TrainResult",
+    "NonFiniteLossError", "RunDirConflictError", "fit", "train_step", "make_optimizer", "training_model",
+    "run_params", "settle_batch_norm", "class_mean_init", "epoch_generator", "init_distributed",
+    "distributed_info", "state_fingerprint",
 ]
 
 logger = logging.getLogger(__name__)
