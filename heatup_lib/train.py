@@ -26,6 +26,12 @@ trains on its slice, and the loss is scaled so that the averaged gradient equals
 single-process one. Batch norm is synchronised across GPUs (SyncBatchNorm); on CPU (gloo)
 PyTorch has no SyncBatchNorm, so networks with batch norm see per-rank batch statistics there.
 Only rank 0 writes the record.
+
+Speed-ups (all off by default: the plain eager loop is the one to read and debug):
+``config.fused`` (the optimiser's fused kernel), ``config.cudnn_benchmark`` (cuDNN autotuning, set
+for the run and restored) and ``config.compile`` (``torch.compile`` of the network; with
+``"reduce-overhead"`` its forward and backward replay as CUDA graphs). Each step is
+:func:`train_step` on :func:`training_model`; ``bench/train_speed.py`` times each option.
 """
 
 from __future__ import annotations
