@@ -84,23 +84,18 @@ def unpack_mnist(work: Path) -> Path:
 
 
 def run(cmd: list[str], log: Path, limit: float) -> int:
-    """Run ``cmd`` in the repository root with its output teed to ``log``; its exit status (124 on timeout)."""
+    """Run ``cmd`` in the repository root, its output to ``log`` (the end also printed); its exit status, 124 on timeout."""
     print(f"$ {' '.join(cmd)}  (limit {limit:.0f} s, log {log.name})", flush=True)
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONPATH": str(ROOT)}
     t = time.perf_counter()
     with open(log, "w") as out:
-        proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
         try:
-            for line in proc.stdout:  # type: ignore[union-attr]
-                out.write(line)
-                if not line.startswith(("W1", "  warnings.warn")):
-                    sys.stdout.write(line)
-                if time.perf_counter() - t > limit:
-                    proc.kill()
-                    break
-        finally:
-            rc = proc.wait()
-    rc = 124 if time.perf_counter() - t > limit and rc != 0 else rc
+            rc = subprocess.run(cmd, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT, text=True, env=env,
+                                timeout=limit).returncode
+        except subprocess.TimeoutExpired:
+            rc = 124
+    lines = [line for line in log.read_text().splitlines() if not line.startswith(("W1", "  warnings.warn"))]
+    print("\n".join(lines[-25:]))
     print(f"-> rc {rc} in {time.perf_counter() - t:.0f} s", flush=True)
     return rc
 

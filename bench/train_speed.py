@@ -96,13 +96,18 @@ def config_for(bs: int, device: torch.device, amp: bool, channels_last: bool, sp
                        amp=amp, channels_last=channels_last, **SPEEDUPS[speedup])
 
 
-def build(num_classes: int, device: torch.device, config: TrainConfig):
-    """GoogLeNet + BN head, the training module (compiled per config) and the optimiser, as ``fit`` builds them."""
+def net_and_head(num_classes: int) -> tuple[InceptionEmbedder, NormalizedSoftmax]:
+    """GoogLeNet from scratch (seed 0) with a 64-d bottleneck, and a BN head at alpha 16."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         torch.manual_seed(0)
-        net = InceptionEmbedder(64, pretrained=False, bottleneck_bias=False).to(device)
-    head = NormalizedSoftmax(64, num_classes, alpha=16.0, variant="bn").to(device)
+        net = InceptionEmbedder(64, pretrained=False, bottleneck_bias=False)
+    return net, NormalizedSoftmax(64, num_classes, alpha=16.0, variant="bn")
+
+
+def build(num_classes: int, device: torch.device, config: TrainConfig):
+    """GoogLeNet + BN head, the training module (compiled per config) and the optimiser, as ``fit`` builds them."""
+    net, head = (m.to(device) for m in net_and_head(num_classes))
     if config.channels_last:
         net = net.to(memory_format=torch.channels_last)
     params = [p for m in (net, head) for p in m.parameters() if p.requires_grad]
@@ -163,11 +168,7 @@ def measure(cache: ImageCache, config: TrainConfig, crop: int, device: torch.dev
 
 def fit_epoch(cache: ImageCache, config: TrainConfig, crop: int, device: torch.device) -> float:
     """Images/s of one ``train.fit`` epoch (no evaluation, no record; compilation included)."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        torch.manual_seed(0)
-        net = InceptionEmbedder(64, pretrained=False, bottleneck_bias=False)
-    head = NormalizedSoftmax(64, cache.num_classes, alpha=16.0, variant="bn")
+    net, head = net_and_head(cache.num_classes)
     norm = InceptionEmbedder.input_normalization
     batches = CachedBatches(cache, config.batch_size, train=True, device=device, crop=crop, **norm)
     result = fit(net, head, Constant(16.0, 1), batches, config, progress=False)

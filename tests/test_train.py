@@ -155,27 +155,30 @@ def test_fused_optimiser_follows_the_plain_trajectory(optimizer):
     assert opt.defaults["fused"] is True
 
 
+def _conv_runs(option_sets: list[dict], n: int, num_epochs: int, device: str = "cpu") -> list[tuple[list, dict]]:
+    """A small conv + BN network and an LN head trained across a step heat-up, once per TrainConfig option set; (losses, final state) of each."""
+    X, y = _blobs(n)
+    X = X.reshape(n, 2, 2, 2).repeat_interleave(4, -1).repeat_interleave(4, -2)  # (n, 2, 8, 8) images
+    runs = []
+    for options in option_sets:
+        torch.manual_seed(0)
+        net = nn.Sequential(nn.Conv2d(2, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(),
+                            nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 3))
+        head = _head()
+        config = TrainConfig(num_epochs, 16, optimizer="sgd", lr=0.1, device=device, **options)
+        schedule = StepHeatUp(16.0, num_epochs, num_epochs - 1)
+        result = fit(net, head, schedule, TensorBatches(X, y, 16), config, progress=False)
+        runs.append(([h["loss"] for h in result.history], {k: v.cpu() for k, v in _state(net, head).items()}))
+    return runs
+
+
 def test_compiled_network_follows_the_eager_trajectory():
     """torch.compile of the network (CPU inductor here) gives the eager run's losses; checkpoints keep plain keys."""
-    X, y = _blobs(48)
-    X = X.reshape(48, 2, 2, 2).repeat_interleave(4, -1).repeat_interleave(4, -2)  # (48, 2, 8, 8) images
-
-    def conv_net() -> nn.Module:
-        torch.manual_seed(0)
-        return nn.Sequential(nn.Conv2d(2, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(),
-                             nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 3))
-
-    histories, states = [], []
-    for mode in ("off", "default"):
-        net, head = conv_net(), _head()
-        config = TrainConfig(2, 16, optimizer="sgd", lr=0.1, compile=mode)
-        result = fit(net, head, StepHeatUp(16.0, 2, 1), TensorBatches(X, y, 16), config, progress=False)
-        histories.append([h["loss"] for h in result.history])
-        states.append(_state(net, head))
-        assert not any("_orig_mod" in k for k in net.state_dict())
-    assert histories[1] == pytest.approx(histories[0], rel=1e-4)
-    for k, v in states[0].items():
-        torch.testing.assert_close(states[1][k], v, rtol=1e-4, atol=1e-5)
+    (eager_losses, eager), (compiled_losses, compiled) = _conv_runs([{}, {"compile": "default"}], 48, 2)
+    assert not any("_orig_mod" in k for k in compiled)
+    assert compiled_losses == pytest.approx(eager_losses, rel=1e-4)
+    for k, v in eager.items():
+        torch.testing.assert_close(compiled[k], v, rtol=1e-4, atol=1e-5)
 
 
 def test_cudnn_benchmark_is_set_for_the_run_and_restored(monkeypatch):
@@ -194,21 +197,10 @@ def test_cudnn_benchmark_is_set_for_the_run_and_restored(monkeypatch):
                          ids=["fused", "cudnn", "cudagraphs"])
 def test_cuda_speedups_follow_the_plain_trajectory(speedup):
     """On a GPU the fused optimiser and compile + CUDA graphs train like the plain path, across a heat-up."""
-    X, y = _blobs(96)
-    X = X.reshape(96, 2, 2, 2).repeat_interleave(4, -1).repeat_interleave(4, -2)
-    histories, states = [], []
-    for options in ({}, speedup):
-        torch.manual_seed(0)
-        net = nn.Sequential(nn.Conv2d(2, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(),
-                            nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 3))
-        head = _head()
-        config = TrainConfig(3, 16, optimizer="sgd", lr=0.1, device="cuda", **options)
-        result = fit(net, head, StepHeatUp(16.0, 3, 2), TensorBatches(X, y, 16), config, progress=False)
-        histories.append([h["loss"] for h in result.history])
-        states.append({k: v.cpu() for k, v in _state(net, head).items()})
-    assert histories[1] == pytest.approx(histories[0], rel=1e-3)
-    for k, v in states[0].items():
-        torch.testing.assert_close(states[1][k], v, rtol=1e-3, atol=1e-4)
+    (plain_losses, plain), (fast_losses, fast) = _conv_runs([{}, speedup], 96, 3, device="cuda")
+    assert fast_losses == pytest.approx(plain_losses, rel=1e-3)
+    for k, v in plain.items():
+        torch.testing.assert_close(fast[k], v, rtol=1e-3, atol=1e-4)
 
 
 def test_step_heatup_changes_alpha_and_lr_at_the_right_epoch(monkeypatch):
