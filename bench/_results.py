@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from heatup_lib.io import atomic_write_text
+from heatup_lib.atomic import atomic_write_text
 
 
 def record_section(path: Path, section: str, text: str) -> None:

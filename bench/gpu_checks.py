@@ -108,6 +108,7 @@ def standin(out: Path, work: Path, smoke: bool, compile_mode: str, limit: float)
     import torch
 
     from heatup_lib import benchmark as B
+    from heatup_lib.embedding import SOURCE_FILE
 
     device = "cpu" if smoke else "cuda"
     overrides = dict(pretrained=False, compile=compile_mode)
@@ -125,8 +126,9 @@ def standin(out: Path, work: Path, smoke: bool, compile_mode: str, limit: float)
             print(f"standin: {limit:.0f} s passed, {row} and the rows after it not started", flush=True)
             break
         t = time.perf_counter()
-        result = B.run_experiment("cub200", row, cache_dir=cache, runs_dir=runs, preset="paper", overrides=overrides,
-                                  device=device, standin=B.STANDIN_NOTE, progress=False)
+        settings = B.settings_for("cub200", "paper", device=device, **overrides)
+        result = B.run_experiment("cub200", row, settings, cache_dir=cache, runs_dir=runs, preset="paper",
+                                  standin=B.STANDIN_NOTE, progress=False)
         summary[row] = {"seconds": round(time.perf_counter() - t, 1), "run": result.run_dir.name,
                         **{k: round(100 * v, 2) for k, v in result.metrics.items() if isinstance(v, float)}}
         print(row, json.dumps(summary[row]), flush=True)
@@ -135,7 +137,7 @@ def standin(out: Path, work: Path, smoke: bool, compile_mode: str, limit: float)
     with tarfile.open(out / "records.tgz", "w:gz") as tar:
         for run_dir in sorted(p for p in runs.iterdir() if (p / "metrics.json").is_file()):
             for f in sorted(run_dir.iterdir()):
-                if f.name not in ("checkpoint.pt", B.SOURCE_FILE):
+                if f.name not in ("checkpoint.pt", SOURCE_FILE):
                     tar.add(f, arcname=f"{run_dir.name}/{f.name}")
     return 0 if len(summary) == len(ROWS) else 1
 

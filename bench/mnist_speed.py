@@ -31,11 +31,12 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from heatup_lib import records  # noqa: E402
-from heatup_lib.heads import NormalizedSoftmax  # noqa: E402
-from heatup_lib.io import atomic_write_text  # noqa: E402
-from heatup_lib.models import LeNet  # noqa: E402
+from heatup_lib.atomic import atomic_write_text  # noqa: E402
+from heatup_lib.data.batches import TensorBatches  # noqa: E402
+from heatup_lib.mnist_recipe import build_lenet  # noqa: E402
 from heatup_lib.schedules import Constant, StepHeatUp  # noqa: E402
-from heatup_lib.train import TensorBatches, TrainConfig, epoch_generator, fit  # noqa: E402
+from heatup_lib.seeding import epoch_generator  # noqa: E402
+from heatup_lib.train import TrainConfig, fit  # noqa: E402
 
 SECTION = "## LeNet / MNIST training speed"
 # The paper's MNIST settings (SPEC section 4): name -> (alpha, heat-up)
@@ -68,10 +69,8 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def _build(alpha: float, seed: int, device: torch.device) -> tuple[LeNet, NormalizedSoftmax]:
-    torch.manual_seed(seed)
-    net, head = LeNet(2), NormalizedSoftmax(2, 10, alpha=alpha, variant="ln")
-    return net.to(device), head.to(device)
+def _build(alpha: float, seed: int, device: torch.device):
+    return build_lenet(10, alpha, seed, device)  # chapter 2's recipe
 
 
 def plain_epoch(data, alpha: float, seed: int, device: torch.device) -> tuple[float, float]:
@@ -93,7 +92,7 @@ def fit_epoch(data, alpha: float, heat_up: bool, seed: int, device: torch.device
     """(wall, process CPU) seconds for one epoch through ``train.fit`` (for heat-up: the heated epoch of two)."""
     net, head = _build(alpha, seed, device)
     schedule = StepHeatUp(alpha, 2, heatup_epoch=1) if heat_up else Constant(alpha, 1)
-    config = TrainConfig(num_epochs=schedule.num_epochs, batch_size=128, lr=1e-3, seed=seed, device=str(device))
+    config = TrainConfig(lr=1e-3, seed=seed, device=str(device))
     marks = []  # (wall, cpu) at the start and after each epoch
 
     def mark(*args) -> None:

@@ -13,7 +13,7 @@ CUB-200-2011 tree and decoded by `heatup prepare`'s code), this measures, in one
 at each batch size and precision (fp32; on CUDA also bf16 autocast + channels-last, the
 speed-up ``fit`` uses with ``amp=True, channels_last=True``) and for each speed-up of ``--speedups``,
 each added on top of the previous ones and measured in the same run against ``plain`` (the
-library's own step, ``train.train_step`` on ``train.training_model``, with the options of
+library's own step, ``step.train_step`` on ``step.training_model``, with the options of
 :class:`heatup_lib.train.TrainConfig`):
 
 - ``plain``: eager PyTorch, the path to read and debug;
@@ -58,7 +58,8 @@ from heatup_lib.data.fixtures import write_cub_tree  # noqa: E402
 from heatup_lib.heads import NormalizedSoftmax  # noqa: E402
 from heatup_lib.models import InceptionEmbedder  # noqa: E402
 from heatup_lib.schedules import Constant  # noqa: E402
-from heatup_lib.train import TrainConfig, fit, make_optimizer, train_step, training_model  # noqa: E402
+from heatup_lib.step import make_optimizer, train_step, training_model  # noqa: E402
+from heatup_lib.train import TrainConfig, fit  # noqa: E402
 
 # Each speed-up adds to the ones before it: the TrainConfig fields it sets.
 SPEEDUPS: dict[str, dict[str, object]] = {
@@ -89,11 +90,10 @@ def make_cache(workdir: Path, num_train: int, num_test: int, size: int) -> Path:
     return cache
 
 
-def config_for(bs: int, device: torch.device, amp: bool, channels_last: bool, speedup: str,
-               num_epochs: int = 1) -> TrainConfig:
+def config_for(device: torch.device, amp: bool, channels_last: bool, speedup: str) -> TrainConfig:
     """The TrainConfig of a measurement: the paper's CUB optimiser plus the speed-up's options."""
-    return TrainConfig(num_epochs=num_epochs, batch_size=bs, optimizer="sgd", lr=0.004, device=str(device),
-                       amp=amp, channels_last=channels_last, **SPEEDUPS[speedup])
+    return TrainConfig(optimizer="sgd", lr=0.004, device=str(device), amp=amp, channels_last=channels_last,
+                       **SPEEDUPS[speedup])
 
 
 def net_and_head(num_classes: int) -> tuple[InceptionEmbedder, NormalizedSoftmax]:
@@ -126,10 +126,10 @@ def timed(fn, n: int, warmup: int, device: torch.device) -> float:
     return (time.perf_counter() - t) / n
 
 
-def measure(cache: ImageCache, config: TrainConfig, crop: int, device: torch.device, steps: int,
+def measure(cache: ImageCache, config: TrainConfig, bs: int, crop: int, device: torch.device, steps: int,
             warmup: int) -> dict[str, float]:
     """Images/s of the synthetic step, the pipeline-fed step and the batches alone, and the first (compiling) steps' seconds."""
-    bs, mf = config.batch_size, (torch.channels_last if config.channels_last else torch.contiguous_format)
+    mf = torch.channels_last if config.channels_last else torch.contiguous_format
     norm = InceptionEmbedder.input_normalization
     batches = CachedBatches(cache, bs, train=True, device=device, crop=crop, channels_last=config.channels_last, **norm)
     if len(batches) < steps + warmup:
@@ -166,13 +166,13 @@ def measure(cache: ImageCache, config: TrainConfig, crop: int, device: torch.dev
             "pipeline_cost": pipeline / synthetic - 1.0, "first_steps_s": first}
 
 
-def fit_epoch(cache: ImageCache, config: TrainConfig, crop: int, device: torch.device) -> float:
+def fit_epoch(cache: ImageCache, config: TrainConfig, bs: int, crop: int, device: torch.device) -> float:
     """Images/s of one ``train.fit`` epoch (no evaluation, no record; compilation included)."""
     net, head = net_and_head(cache.num_classes)
     norm = InceptionEmbedder.input_normalization
-    batches = CachedBatches(cache, config.batch_size, train=True, device=device, crop=crop, **norm)
+    batches = CachedBatches(cache, bs, train=True, device=device, crop=crop, **norm)
     result = fit(net, head, Constant(16.0, 1), batches, config, progress=False)
-    return len(batches) * config.batch_size / result.history[0]["seconds"]
+    return len(batches) * bs / result.history[0]["seconds"]
 
 
 def machine(device: torch.device) -> str:
@@ -210,7 +210,7 @@ def main() -> int:
     p.add_argument("--fit", default="plain,last", help="speed-ups also timed through one train.fit epoch "
                    "('last': the last of --speedups; 'none': skip)")
     p.add_argument("--full-run", action="store_true",
-                   help="also time `heatup train --variant hbn` for 80 epochs at batch 32 with evaluations")
+                   help="also time `heatup train --row hbn` for 80 epochs at batch 32 with evaluations")
     p.add_argument("--full-run-args", default="", help="extra `heatup train` flags for --full-run, e.g. "
                    "'--compile reduce-overhead'")
     p.add_argument("--note", default="", help="a remark recorded with the results")
@@ -237,9 +237,9 @@ def main() -> int:
         for precision in precisions:
             low = precision == "bf16"
             for speedup in speedups:
-                config = config_for(bs, device, low, low, speedup)
-                r = measure(cache, config, args.crop, device, args.steps, args.warmup)
-                r["fit"] = fit_epoch(cache, config, args.crop, device) if speedup in fit_for else float("nan")
+                config = config_for(device, low, low, speedup)
+                r = measure(cache, config, bs, args.crop, device, args.steps, args.warmup)
+                r["fit"] = fit_epoch(cache, config, bs, args.crop, device) if speedup in fit_for else float("nan")
                 rows.append((bs, precision, speedup, r))
                 print(f"batch {bs:4d} {precision:4s} {speedup:10s} synthetic {r['synthetic']:8.1f} img/s  "
                       f"pipeline {r['pipeline']:8.1f} img/s (input cost {100 * r['pipeline_cost']:+.1f}%)  "
@@ -248,7 +248,7 @@ def main() -> int:
     full = None
     if args.full_run:
         t = time.perf_counter()
-        cmd = [sys.executable, "-m", "heatup_lib.cli", "train", "--dataset", "cub200", "--variant", "hbn",
+        cmd = [sys.executable, "-m", "heatup_lib.cli", "train", "--dataset", "cub200", "--row", "hbn",
                "--data", str(cache_dir), "--preset", "paper", "--no-pretrained", "--device", str(device),
                "--runs-dir", str(workdir / "runs"), "--no-progress", "--image-size", str(args.size),
                "--crop-size", str(args.crop), *shlex.split(args.full_run_args)]

@@ -58,10 +58,6 @@ def _run_prepare(args: argparse.Namespace) -> int:
 
 # --- train and evaluate --------------------------------------------------------------------------
 
-TRAIN_DATASETS = ("cub200", "cars196", "sop")
-TRAIN_VARIANTS = ("sm", "ls", "ln", "bn", "hln", "hbn")
-COMPILE_MODES = ("off", "default", "reduce-overhead", "max-autotune")  # train.COMPILE_MODES (no torch import here)
-
 
 def _bool_flag(p: argparse.ArgumentParser, name: str, help: str) -> None:
     """``--name`` / ``--no-name``, default None (the preset decides)."""
@@ -70,19 +66,24 @@ def _bool_flag(p: argparse.ArgumentParser, name: str, help: str) -> None:
 
 
 def _add_train(sub: argparse._SubParsersAction) -> None:
+    from .benchmark import BACKBONES, DATASETS, ROWS
+    from .presets import PRESETS
+    from .train import COMPILE_MODES
+
     p = sub.add_parser(
-        "train", help="train one variant on a benchmark and write its run record",
-        description="Train one row of the paper's tables (sm, ls, ln, bn, hln, hbn) with Inception v1 on "
-        "cub200, cars196 or sop, evaluating the test split every few epochs, and write a run record "
-        "under --runs-dir. --data is a cache made by `heatup prepare` or the dataset's official folder "
-        "(decoded once into RUNS_DIR/cache). Runs unchanged under `torchrun --nproc_per_node=N` "
-        "(DistributedDataParallel; give a prepared cache there). A finished run with identical "
-        "parameters is loaded, not retrained.")
-    p.add_argument("--dataset", required=True, choices=TRAIN_DATASETS)
-    p.add_argument("--variant", required=True, choices=TRAIN_VARIANTS, help="table row (h = heated up)")
+        "train", help="train one row of the paper's tables on a benchmark and write its run record",
+        description="Train one row of the paper's tables (sm, ls, ln, bn, hln, hbn) on cub200, cars196 or "
+        "sop, evaluating the test split every few epochs, and write a run record under --runs-dir. "
+        "--data is a cache made by `heatup prepare` or the dataset's official folder (decoded once into "
+        "RUNS_DIR/cache). Runs unchanged under `torchrun --nproc_per_node=N` (DistributedDataParallel; "
+        "give a prepared cache there). A finished run with identical parameters is loaded, not retrained.")
+    p.add_argument("--dataset", required=True, choices=DATASETS)
+    p.add_argument("--row", required=True, choices=ROWS, help="table row (h = heated up)")
     p.add_argument("--data", required=True, help="prepared cache folder or the dataset's official folder")
-    p.add_argument("--preset", default="paper", choices=("smoke", "default", "paper"),
+    p.add_argument("--preset", default="paper", choices=PRESETS,
                    help="settings to start from (default: paper, the reproduction)")
+    p.add_argument("--backbone", default=None, choices=BACKBONES,
+                   help="inception (the paper's) or small (a CPU-sized convnet); default: the preset's")
     p.add_argument("--epochs", type=int, default=None, help="number of epochs (paper: 80)")
     p.add_argument("--heatup-epoch", type=int, default=None,
                    help="first heated epoch, 0-based (default: 3/4 of --epochs; paper 60)")
@@ -103,7 +104,7 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
                    help="torch.compile the network (default: off; reduce-overhead adds CUDA graphs on a GPU)")
     p.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: cuda when available)")
     p.add_argument("--runs-dir", default="runs", help="where run records go (default: runs)")
-    p.add_argument("--run-name", default=None, help="run folder name (default: DATASET-VARIANT-DIGEST)")
+    p.add_argument("--run-name", default=None, help="run folder name (default: DATASET-ROW-DIGEST)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.set_defaults(func=_run_train)
 
@@ -128,23 +129,21 @@ def _run_train(args: argparse.Namespace) -> int:
 
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:  # under torchrun: join the group; each rank takes its GPU
-        from .train import init_distributed
+        from .distributed import init_distributed
 
         _, _, rank_device = init_distributed()
         if torch.device(device).type == "cuda":
             device = str(rank_device)
     overrides = {"num_epochs": args.epochs, "heatup_epoch": args.heatup_epoch, "batch_size": args.batch_size,
+                 "backbone": args.backbone,
                  "embedding_dim": args.embedding_dim, "lr": args.lr, "alpha": args.alpha,
                  "image_size": args.image_size, "crop_size": args.crop_size, "eval_every": args.eval_every,
                  "seed": args.seed, "pretrained": args.pretrained, "weights": args.weights, "amp": args.amp,
                  "fused": args.fused, "cudnn_benchmark": args.cudnn_benchmark, "compile": args.compile}
-    overrides = {k: v for k, v in overrides.items() if v is not None}
+    settings = benchmark.settings_for(args.dataset, args.preset, device=device, **overrides)
     data = _data_args(args.data)
-    if "data_root" in data and int(os.environ.get("WORLD_SIZE", "1")) > 1:
-        raise ValueError(f"--data {args.data!r} is not a prepared cache; under torchrun prepare it first "
-                         f"with `heatup prepare {args.dataset} --root {args.data} --out CACHE` and pass --data CACHE")
-    result = benchmark.run_experiment(args.dataset, args.variant, runs_dir=args.runs_dir, preset=args.preset,
-                                      overrides=overrides, device=device, run_name=args.run_name,
+    result = benchmark.run_experiment(args.dataset, args.row, settings, runs_dir=args.runs_dir,
+                                      preset=args.preset, run_name=args.run_name,
                                       progress=not args.no_progress, **data)
     if int(os.environ.get("RANK", "0")) == 0:
         state = "loaded (identical parameters)" if result.cached else "trained"
@@ -194,7 +193,7 @@ def _run_evaluate(args: argparse.Namespace) -> int:
 # --- reproduce -----------------------------------------------------------------------------------
 
 def _add_reproduce(sub: argparse._SubParsersAction) -> None:
-    from .reproduce import PRESETS
+    from .presets import PRESETS
 
     p = sub.add_parser("reproduce", help="execute the chapters with papermill on a preset",
                        description="Execute every chapter (or --only some) in reading order with papermill, "
@@ -220,13 +219,6 @@ def _run_reproduce(args: argparse.Namespace) -> int:
 
 
 # --- plumbing ------------------------------------------------------------------------------------
-
-def _not_yet(name: str):
-    def run(args: argparse.Namespace) -> int:
-        print(f"heatup {name}: not yet implemented in this version", file=sys.stderr)
-        return 2
-    return run
-
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the ``heatup`` command."""

@@ -17,20 +17,35 @@ cosine logits.
 
 The test-time embedding is always L2-normalised: ``f_hat`` for ``"sm"`` and ``"ln"``, and the
 L2-normalised batch-norm output for ``"bn"``.
+
+Where alpha comes from (``alpha_mode``):
+
+- ``"scheduled"`` (default): a number the training loop sets before every step from the schedule
+  (:mod:`heatup_lib.schedules`): constant, the paper's step heat-up, or a smooth one.
+- ``"learned"``: one trained scalar, ``alpha = exp(log_alpha)`` (positive by construction),
+  initialised at ``alpha`` -- the authors' unused ``learn_norm`` flag, NormFace's learned scale.
+- ``"adacos-fixed"``: AdaCos's fixed scale ``sqrt(2) * log(C - 1)`` from the number of classes.
+- ``"adacos-dynamic"``: AdaCos's scale recomputed from every training batch, without gradient
+  (:func:`heatup_lib.schedules.adacos_dynamic_alpha`), starting from the fixed scale; eval mode
+  keeps the last value.
 """
+
 
 from __future__ import annotations
 
 import math
-import numbers
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-__all__ = ["VARIANTS", "TABLE_ROWS", "NormalizedSoftmax", "test_embedding"]
+from .checks import check_bool, check_choice, check_float, check_int
+from .schedules import adacos_dynamic_alpha, adacos_fixed_alpha
+
+__all__ = ["VARIANTS", "ALPHA_MODES", "TABLE_ROWS", "NormalizedSoftmax", "test_embedding"]
 
 VARIANTS: tuple[str, ...] = ("sm", "ln", "bn")
+ALPHA_MODES: tuple[str, ...] = ("scheduled", "learned", "adacos-fixed", "adacos-dynamic")
 
 # A row of the paper's tables is a head variant plus whether alpha is heated up during training.
 # "ls" is "sm" trained with label smoothing 0.1 in the loss (the head is the same).
@@ -45,32 +60,28 @@ TABLE_ROWS: dict[str, tuple[str, bool]] = {
 
 
 def _check_alpha(alpha: float) -> float:
-    """Return ``alpha`` as a float if it is a finite number > 0, else raise ValueError."""
-    if isinstance(alpha, bool) or not isinstance(alpha, numbers.Real):
-        raise ValueError(f"alpha must be a finite number > 0, got {alpha!r}")
-    value = float(alpha)
-    if not math.isfinite(value) or value <= 0:
-        raise ValueError(f"alpha must be a finite number > 0, got {alpha!r}")
-    return value
+    return check_float("alpha", alpha, 0.0, min_open=True)
 
 
 class NormalizedSoftmax(nn.Module):
     """Classifier head with inverse temperature ``alpha``: features (N, D) -> logits (N, C)."""
 
     def __init__(self, embedding_dim: int, num_classes: int, alpha: float = 16.0,
-                 variant: str = "ln", bias: bool = False) -> None:
+                 variant: str = "ln", bias: bool = False, alpha_mode: str = "scheduled") -> None:
         super().__init__()
-        for name, value in (("embedding_dim", embedding_dim), ("num_classes", num_classes)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
-        if variant not in VARIANTS:
-            raise ValueError(f"variant must be one of {VARIANTS}, got {variant!r}")
-        if not isinstance(bias, bool):
-            raise ValueError(f"bias must be True or False, got {bias!r}")
-        self.embedding_dim = embedding_dim
-        self.num_classes = num_classes
-        self.variant = variant
-        self.alpha = alpha  # validated by the setter
+        self.embedding_dim = check_int("embedding_dim", embedding_dim, min_value=1)
+        self.num_classes = check_int("num_classes", num_classes, min_value=1)
+        self.variant = check_choice("variant", variant, VARIANTS)
+        self.alpha_mode = check_choice("alpha_mode", alpha_mode, ALPHA_MODES)
+        check_bool("bias", bias)
+        alpha = _check_alpha(alpha)
+        self._alpha = alpha  # the scheduled value; the other modes keep alpha in a parameter or buffer
+        if alpha_mode == "learned":
+            self.log_alpha = nn.Parameter(torch.tensor(math.log(alpha)))
+        elif alpha_mode.startswith("adacos"):
+            if num_classes < 2:
+                raise ValueError(f"alpha_mode={alpha_mode!r} needs num_classes >= 2, got {num_classes}")
+            self.register_buffer("adaptive_alpha", torch.tensor(adacos_fixed_alpha(num_classes)))
         self.weight = nn.Parameter(torch.empty(num_classes, embedding_dim))
         nn.init.kaiming_uniform_(self.weight, a=math.sqrt(5))  # nn.Linear's default
         if bias:
@@ -86,12 +97,24 @@ class NormalizedSoftmax(nn.Module):
 
     @property
     def alpha(self) -> float:
-        """The inverse temperature multiplying the logits."""
-        return self._alpha
+        """The inverse temperature multiplying the logits now, as a number."""
+        scale = self.scale()
+        return float(scale.detach()) if isinstance(scale, Tensor) else scale
 
     @alpha.setter
     def alpha(self, value: float) -> None:
+        if self.alpha_mode != "scheduled":
+            raise ValueError(f"alpha cannot be set on a head with alpha_mode={self.alpha_mode!r}: "
+                             "it is learned or computed; use alpha_mode='scheduled' to set it")
         self._alpha = _check_alpha(value)
+
+    def scale(self) -> Tensor | float:
+        """The alpha used in the logits: the scheduled number, ``exp(log_alpha)``, or AdaCos's buffer."""
+        if self.alpha_mode == "scheduled":
+            return self._alpha
+        if self.alpha_mode == "learned":
+            return self.log_alpha.exp()
+        return self.adaptive_alpha
 
     def normalize(self, features: Tensor) -> Tensor:
         """The feature the classifier sees (N, D): ``f`` (sm), ``f/||f||`` (ln), ``BN(f)/sqrt(D)`` (bn)."""
@@ -102,20 +125,28 @@ class NormalizedSoftmax(nn.Module):
             return self.bn(features) / math.sqrt(self.embedding_dim)
         return features
 
-    def classify(self, normalized: Tensor) -> Tensor:
-        """Logits (N, C) from the output of :meth:`normalize`: ``alpha * <x, w_m> (+ b_m)``."""
+    def cosines(self, normalized: Tensor) -> Tensor:
+        """``<x, w_m>`` (N, C) for the output ``x`` of :meth:`normalize` (weights normalised unless "sm")."""
         weight = self.weight if self.variant == "sm" else F.normalize(self.weight, dim=1)
-        logits = self.alpha * (normalized @ weight.t())
+        return normalized @ weight.t()
+
+    def classify(self, normalized: Tensor, labels: Tensor | None = None) -> Tensor:
+        """Logits (N, C) ``alpha * <x, w_m> (+ b_m)``; ``labels`` feed AdaCos's dynamic scale in training."""
+        z = self.cosines(normalized)
+        if self.alpha_mode == "adacos-dynamic" and self.training and labels is not None:
+            with torch.no_grad():
+                self.adaptive_alpha.fill_(adacos_dynamic_alpha(z.float(), labels, self.adaptive_alpha))
+        logits = self.scale() * z
         if self.bias is not None:
             logits = logits + self.bias
         return logits
 
-    def forward(self, features: Tensor) -> Tensor:
-        """Logits (N, C) for features (N, D)."""
-        return self.classify(self.normalize(features))
+    def forward(self, features: Tensor, labels: Tensor | None = None) -> Tensor:
+        """Logits (N, C) for features (N, D) (``labels``: only AdaCos's dynamic scale reads them)."""
+        return self.classify(self.normalize(features), labels)
 
     def embed(self, features: Tensor) -> Tensor:
-        """Test-time embedding (N, D), L2-normalised; for "bn" it uses batch statistics in train mode and running statistics in eval mode."""
+        """Test-time embedding (N, D), L2-normalised; "bn" normalises with batch statistics in train mode, running ones in eval."""
         self._check_features(features)
         if self.variant == "bn":
             features = self.bn(features)
@@ -123,7 +154,8 @@ class NormalizedSoftmax(nn.Module):
 
     def extra_repr(self) -> str:
         return (f"embedding_dim={self.embedding_dim}, num_classes={self.num_classes}, "
-                f"alpha={self.alpha}, variant={self.variant!r}, bias={self.bias is not None}")
+                f"alpha={self.alpha}, variant={self.variant!r}, bias={self.bias is not None}, "
+                f"alpha_mode={self.alpha_mode!r}")
 
     def _check_features(self, features: Tensor) -> None:
         if features.dim() != 2 or features.shape[1] != self.embedding_dim:
@@ -132,7 +164,7 @@ class NormalizedSoftmax(nn.Module):
 
 
 def test_embedding(head: NormalizedSoftmax, features: Tensor) -> Tensor:
-    """The L2-normalised test-time embedding (N, D) of ``features`` under ``head``, computed in eval mode without gradients."""
+    """The L2-normalised test-time embedding (N, D) of ``features`` under ``head``, in eval mode without gradients."""
     was_training = head.training
     head.eval()
     try:

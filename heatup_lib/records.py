@@ -26,7 +26,7 @@ from typing import Any
 
 import torch
 
-from heatup_lib.io import atomic_torch_save, atomic_write_json, atomic_write_text
+from heatup_lib.atomic import atomic_torch_save, atomic_write_json, atomic_write_text
 
 __all__ = [
     "PARAMS_FILE", "HISTORY_FILE", "METRICS_FILE", "CHECKPOINT_FILE", "ENVIRONMENT_FILE",

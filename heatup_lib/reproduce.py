@@ -10,12 +10,13 @@ from typing import Any
 
 import yaml
 
+from .presets import PRESETS, load_preset, project_root
+
 __all__ = ["PRESETS", "KERNEL_NAME", "ChapterRun", "project_root", "chapters", "load_preset", "run_chapters",
            "inject_parameters", "summary_table"]
 
 log = logging.getLogger(__name__)
 
-PRESETS = ("smoke", "default", "paper")
 KERNEL_NAME = "heatup"
 
 
@@ -31,17 +32,6 @@ class ChapterRun:
     error: str = ""
 
 
-def project_root() -> Path:
-    """The folder holding ``notebooks/`` and ``params/`` (the repository, for an editable install)."""
-    here = Path(__file__).resolve().parent.parent
-    if (here / "notebooks").is_dir() and (here / "params").is_dir():
-        return here
-    cwd = Path.cwd()
-    if (cwd / "notebooks").is_dir() and (cwd / "params").is_dir():
-        return cwd
-    raise FileNotFoundError(f"cannot find the project's notebooks/ and params/ folders near {here} or in {cwd}")
-
-
 def chapters(root: Path | None = None, only: list[str] | None = None) -> list[Path]:
     """The chapter notebooks in reading order, optionally those whose name starts with one of ``only``."""
     root = Path(root or project_root())
@@ -53,18 +43,6 @@ def chapters(root: Path | None = None, only: list[str] | None = None) -> list[Pa
             raise ValueError(f"--only {unknown} matches no chapter; chapters are {[p.stem for p in found]}")
         found = chosen
     return found
-
-
-def load_preset(preset: str, root: Path | None = None) -> dict[str, Any]:
-    """The parameters of ``params/<preset>.yaml`` as a dict."""
-    if preset not in PRESETS:
-        raise ValueError(f"preset must be one of {PRESETS}, got {preset!r}")
-    path = Path(root or project_root()) / "params" / f"{preset}.yaml"
-    params = yaml.safe_load(path.read_text()) or {}
-    if not isinstance(params, dict):
-        raise ValueError(f"{path} must hold a mapping of parameter names to values, got {type(params).__name__}")
-    params["preset"] = preset
-    return params
 
 
 def inject_parameters(notebook: Path, output: Path, parameters: dict[str, Any]) -> Path:

@@ -20,11 +20,16 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import numbers
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["Schedule", "Constant", "StepHeatUp", "SmoothHeatUp", "SHAPES", "schedule_from_dict"]
+import torch
+from torch import Tensor
+
+from .checks import check_float, check_int, is_integer
+
+__all__ = ["Schedule", "Constant", "StepHeatUp", "SmoothHeatUp", "SHAPES", "schedule_from_dict",
+           "adacos_fixed_alpha", "adacos_dynamic_alpha"]
 
 SHAPES: tuple[str, ...] = ("linear", "cosine", "exponential")
 
@@ -34,29 +39,19 @@ _FIELD_TO_ARG = {v: k for k, v in _RENAMED.items()}
 
 
 def _number(name: str, value: Any) -> float:
-    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(float(value)):
-        raise ValueError(f"{name} must be a finite number, got {value!r}")
-    return float(value)
+    return check_float(name, value)
 
 
 def _positive(name: str, value: Any) -> float:
-    v = _number(name, value)
-    if v <= 0:
-        raise ValueError(f"{name} must be > 0, got {value!r}")
-    return v
+    return check_float(name, value, 0.0, min_open=True)
 
 
 def _factor(name: str, value: Any) -> float:
-    v = _number(name, value)
-    if not 0 < v <= 1:
-        raise ValueError(f"{name} must be in (0, 1], got {value!r}")
-    return v
+    return check_float(name, value, 0.0, 1.0, min_open=True)
 
 
 def _epochs(value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
-        raise ValueError(f"num_epochs must be an integer >= 1, got {value!r}")
-    return int(value)
+    return check_int("num_epochs", value, min_value=1)
 
 
 class Schedule:
@@ -125,8 +120,7 @@ class StepHeatUp(Schedule):
     def __init__(self, alpha: float = 16.0, num_epochs: int = 80, heatup_epoch: int = 60,
                  alpha_factor: float = 0.25, lr_factor: float = 0.1) -> None:
         num_epochs = _epochs(num_epochs)
-        if (isinstance(heatup_epoch, bool) or not isinstance(heatup_epoch, numbers.Integral)
-                or not 0 < heatup_epoch < num_epochs):
+        if not is_integer(heatup_epoch) or not 0 < heatup_epoch < num_epochs:
             raise ValueError(f"heatup_epoch must be an integer in [1, num_epochs - 1 = {num_epochs - 1}] "
                              f"(an epoch boundary inside the run), got {heatup_epoch!r}")
         object.__setattr__(self, "base_alpha", _positive("alpha", alpha))
@@ -216,3 +210,26 @@ def schedule_from_dict(d: dict) -> Schedule:
     if unknown:
         raise ValueError(f"unknown argument(s) {unknown} for {kind}; accepted: {accepted}")
     return cls(**args)
+
+
+# --- alpha computed from the data (AdaCos, Zhang et al. 2019) ------------------------------------
+
+def adacos_fixed_alpha(num_classes: int) -> float:
+    """AdaCos's fixed scale for ``num_classes`` classes: ``sqrt(2) * log(C - 1)`` (C >= 2; 0 at C = 2)."""
+    c = check_int("num_classes", num_classes, min_value=2)
+    return math.sqrt(2.0) * math.log(c - 1)
+
+
+def adacos_dynamic_alpha(cosines: Tensor, labels: Tensor, alpha: float | Tensor) -> Tensor:
+    """AdaCos's dynamic scale from one batch, given the current ``alpha`` (no gradient).
+
+    ``B = mean_i sum_{j != y_i} exp(alpha * cos_ij)`` and ``theta_med`` the median (torch's: the
+    lower of the two middle values) of the angles ``arccos(cos_{i, y_i})``; the new scale is
+    ``log(B) / cos(min(pi/4, theta_med))``. cosines: (N, C); labels: (N,) in [0, C).
+    """
+    with torch.no_grad():
+        z = cosines.detach().double().clamp(-1.0, 1.0)
+        own = torch.zeros_like(z, dtype=torch.bool).scatter_(1, labels.view(-1, 1), True)
+        b_avg = torch.where(own, torch.zeros_like(z), torch.exp(float(alpha) * z)).sum() / z.shape[0]
+        theta_med = torch.acos(z[own]).median()
+        return (torch.log(b_avg) / torch.cos(theta_med.clamp(max=math.pi / 4))).float()

@@ -12,11 +12,12 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .heads import NormalizedSoftmax
-from .models import LeNet
+from .data.batches import TensorBatches
+from .mnist_recipe import build_lenet, mnist_inputs
+from .passes import evaluating
 from .plots import distribution_map
 from .schedules import Constant, Schedule, SmoothHeatUp, StepHeatUp
-from .train import TensorBatches, TrainConfig, fit
+from .train import TrainConfig, fit
 
 # --- Chapter 2: training panel ---
 
@@ -47,23 +48,13 @@ def panel_schedule(kind: str, alpha: float, num_epochs: int, heatup_epoch: int, 
     return SmoothHeatUp(alpha, num_epochs, heatup_epoch - 1, num_epochs - 1, alpha_factor, lr_factor, shape)
 
 
-def _mnist_inputs(images: Tensor) -> Tensor:
-    """LeNet's input (N, 1, 28, 28) float in [0, 1] from MNIST images: uint8 (N, 28, 28) as ``load_mnist`` gives, or already float."""
-    if images.dtype == torch.uint8:
-        images = images.float().div_(255.0)
-    if images.dim() == 3:
-        images = images.unsqueeze(1)
-    if images.dim() != 4 or tuple(images.shape[1:]) != (1, 28, 28):
-        raise ValueError(f"images must have shape (N, 28, 28) or (N, 1, 28, 28), got {tuple(images.shape)}")
-    return images
-
-
 class _CountingBatches:
     """A batch source that reports every batch it serves to ``on_batch`` (the panel's progress bar)."""
 
     def __init__(self, inner: Any, on_batch: Callable[[], None]) -> None:
         self.inner = inner
         self.on_batch = on_batch
+        self.batch_size = inner.batch_size
 
     def __len__(self) -> int:
         return len(self.inner)
@@ -98,7 +89,7 @@ class TrainingPanel(widgets.VBox):
             raise ValueError(f"map_points must be >= 2, got {map_points!r}")
         g = torch.Generator().manual_seed(seed)
         shown = torch.randperm(len(y_test), generator=g)[:map_points]  # the fixed held-out digits on the map
-        self.X_map, self.y_map = _mnist_inputs(X_test[shown]), torch.as_tensor(y_test)[shown].long()
+        self.X_map, self.y_map = mnist_inputs(X_test[shown]), torch.as_tensor(y_test)[shown].long()
         self.num_classes = int(max(int(self.y_train.max()), int(self.y_map.max()))) + 1
         self.batch_size, self.lr, self.lr_factor = batch_size, lr, lr_factor
         self.device, self.seed = device, seed
@@ -156,24 +147,13 @@ class TrainingPanel(widgets.VBox):
 
     def _build(self) -> tuple[nn.Module, nn.Module]:
         """A fresh LeNet and "ln" head, initialised from the panel's seed without touching the global RNG."""
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(self.seed)
-            net = LeNet(embedding_dim=2)
-            head = NormalizedSoftmax(2, self.num_classes, alpha=self.alpha.value, variant="ln")
-        return net.to(self.device), head.to(self.device)
+        return build_lenet(self.num_classes, self.alpha.value, self.seed, self.device)
 
     def _show(self, net: nn.Module, head: nn.Module, title: str) -> float:
         """Redraw the map of the held-out digits; return their accuracy (nearest class weight)."""
-        was_training = net.training, head.training
-        net.eval()
-        head.eval()
-        try:
-            with torch.no_grad():
-                feats = torch.cat([net(x.to(self.device)) for x in self.X_map.split(1024)]).cpu()
-                weights = head.weight.detach().cpu()
-        finally:
-            net.train(was_training[0])
-            head.train(was_training[1])
+        with evaluating(net, head), torch.no_grad():
+            feats = torch.cat([net(x.to(self.device)) for x in self.X_map.split(1024)]).cpu()
+            weights = head.weight.detach().cpu()
         cos = F.normalize(feats, dim=1) @ F.normalize(weights, dim=1).t()
         accuracy = float((cos.argmax(1) == self.y_map).float().mean())
         fig = distribution_map(feats, self.y_map, weights, title=f"{title}: {100 * accuracy:.1f}% correct")
@@ -190,7 +170,7 @@ class TrainingPanel(widgets.VBox):
             sched = self.current_schedule()
             n = self.train_size.value
             order = torch.randperm(len(self.X_train), generator=torch.Generator().manual_seed(self.seed))[:n]
-            X, y = _mnist_inputs(self.X_train[order]), self.y_train[order]
+            X, y = mnist_inputs(self.X_train[order]), self.y_train[order]
             source = TensorBatches(X, y, min(self.batch_size, n))
             self.progress.max = max(len(source) * sched.num_epochs, 1)
             self.progress.value = 0
@@ -207,8 +187,7 @@ class TrainingPanel(widgets.VBox):
             net, head = self._build()
             self._show(net, head, "before training")
             self.status.value = "training..."
-            config = TrainConfig(num_epochs=sched.num_epochs, batch_size=min(self.batch_size, n), lr=self.lr,
-                                 seed=self.seed, device=self.device)
+            config = TrainConfig(lr=self.lr, seed=self.seed, device=self.device)
             self.result = fit(net, head, sched, _CountingBatches(source, tick), config, run_dir=None,
                               callbacks=[redraw], progress=False)
             return self.result

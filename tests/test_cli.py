@@ -37,7 +37,7 @@ def _heatup(*args: str) -> subprocess.CompletedProcess:
 
 def test_train_then_evaluate_end_to_end(cub_cache, tmp_path):
     runs = tmp_path / "runs"
-    train = _heatup("train", "--dataset", "cub200", "--variant", "hln", "--data", str(cub_cache / "tree"),
+    train = _heatup("train", "--dataset", "cub200", "--row", "hln", "--data", str(cub_cache / "tree"),
                     "--preset", "smoke", "--epochs", "2", "--batch-size", "8", "--image-size", "40",
                     "--crop-size", "32", "--device", "cpu", "--runs-dir", str(runs), "--no-pretrained",
                     "--no-progress", "--run-name", "hln-cli")
@@ -56,16 +56,16 @@ def test_train_then_evaluate_end_to_end(cub_cache, tmp_path):
 
 
 @pytest.mark.parametrize("args, message", [
-    (["--alpha", "-1"], "alpha must be a finite number > 0, got -1.0"),
+    (["--alpha", "-1"], "alpha must be a finite number > 0.0, got -1.0"),
     (["--batch-size", "500"], "batch_size=500 is larger than the training set (24 images)"),
-    (["--crop-size", "64"], "crop_size must be <= image_size=40"),
+    (["--crop-size", "64"], "crop_size must be an integer >= 16 and <= 40, got 64"),
     (["--data", "/nonexistent/cub"], "data root '/nonexistent/cub' does not exist"),
 ])
 def test_train_refuses_bad_parameters(cub_cache, tmp_path, capsys, monkeypatch, args, message):
-    import heatup_lib.train
+    import heatup_lib.benchmark
 
-    monkeypatch.setattr(heatup_lib.train, "fit", lambda *a, **k: pytest.fail("training started"))
-    base = ["train", "--dataset", "cub200", "--variant", "hbn", "--data", str(cub_cache / "cache"),
+    monkeypatch.setattr(heatup_lib.benchmark, "fit", lambda *a, **k: pytest.fail("training started"))
+    base = ["train", "--dataset", "cub200", "--row", "hbn", "--data", str(cub_cache / "cache"),
             "--preset", "smoke", "--image-size", "40", "--device", "cpu", "--runs-dir", str(tmp_path)]
     assert cli.main(base + args) == 2
     assert message in capsys.readouterr().err
@@ -73,12 +73,12 @@ def test_train_refuses_bad_parameters(cub_cache, tmp_path, capsys, monkeypatch, 
 
 
 @pytest.mark.parametrize("args, message", [
-    (["--variant", "xyz"], "invalid choice: 'xyz'"),
+    (["--row", "xyz"], "invalid choice: 'xyz'"),
     (["--dataset", "imagenet"], "invalid choice: 'imagenet'"),
     (["--compile", "fast"], "invalid choice: 'fast'"),
 ])
 def test_train_refuses_unknown_names(capsys, args, message):
-    base = {"--dataset": "cub200", "--variant": "hbn", "--data": "."}
+    base = {"--dataset": "cub200", "--row": "hbn", "--data": "."}
     base.update(dict(zip(args[::2], args[1::2])))
     with pytest.raises(SystemExit) as info:
         cli.main(["train", *[x for kv in base.items() for x in kv]])
@@ -90,7 +90,12 @@ def test_evaluate_refuses_a_missing_run(tmp_path, capsys):
     assert "does not exist" in capsys.readouterr().err
 
 
-def test_train_compile_choices_are_the_libraries():
-    from heatup_lib.train import COMPILE_MODES
+def test_cli_prepare_mnist_writes_torchvision_layout(tmp_path: Path) -> None:
+    proc = _heatup("prepare", "mnist", "--out", str(tmp_path))
+    assert proc.returncode == 0, proc.stderr
+    assert (tmp_path / "MNIST" / "raw" / "train-images-idx3-ubyte").stat().st_size == 16 + 60_000 * 784
 
-    assert cli.COMPILE_MODES == COMPILE_MODES
+
+def test_cli_rejects_unknown_preset() -> None:
+    proc = _heatup("reproduce", "--preset", "fast")
+    assert proc.returncode == 2 and "invalid choice: 'fast'" in proc.stderr

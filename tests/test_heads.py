@@ -180,7 +180,7 @@ def test_alpha_is_settable_between_steps() -> None:
 
 
 def test_bad_arguments_raise() -> None:
-    with pytest.raises(ValueError, match=r"variant must be one of \('sm', 'ln', 'bn'\), got 'xx'"):
+    with pytest.raises(ValueError, match=r"Unknown value 'xx' for argument variant. Valid values are \['sm', 'ln', 'bn'\]"):
         NormalizedSoftmax(D, C, variant="xx")
     with pytest.raises(ValueError, match="embedding_dim"):
         NormalizedSoftmax(0, C)
@@ -188,6 +188,10 @@ def test_bad_arguments_raise() -> None:
         NormalizedSoftmax(D, 2.5)
     with pytest.raises(ValueError, match=r"shape \(N, 5\)"):
         NormalizedSoftmax(D, C)(torch.zeros(3, 4))
+    with pytest.raises(ValueError, match="Unknown value 'cold' for argument alpha_mode"):
+        NormalizedSoftmax(D, C, alpha_mode="cold")
+    with pytest.raises(ValueError, match="needs num_classes >= 2"):
+        NormalizedSoftmax(D, 1, alpha_mode="adacos-fixed")
 
 
 def test_table_rows() -> None:
@@ -195,3 +199,90 @@ def test_table_rows() -> None:
     assert TABLE_ROWS["hln"] == ("ln", True) and TABLE_ROWS["hbn"] == ("bn", True)
     assert TABLE_ROWS["ls"] == ("sm", False)
     assert all(v in VARIANTS for v, _ in TABLE_ROWS.values())
+
+
+# --- alpha that is learned or computed (the temperature study) ------------------------------------
+
+def _batch(seed: int = 0, n: int = 6, classes: int = C):
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(n, D, generator=g, dtype=torch.float64), torch.randint(classes, (n,), generator=g)
+
+
+def test_learned_alpha_is_positive_and_its_gradient_is_the_hand_worked_one() -> None:
+    """alpha = exp(log_alpha); dL/dlog_alpha = alpha * mean_i sum_m (p_im - q_im) z_im (L the mean cross-entropy)."""
+    torch.manual_seed(0)
+    head = NormalizedSoftmax(D, C, alpha=16.0, alpha_mode="learned").double()
+    assert head.alpha == pytest.approx(16.0, rel=1e-6) and isinstance(head.log_alpha, torch.nn.Parameter)
+    alpha = head.alpha
+    X, y = _batch()
+    loss = F.cross_entropy(head(X), y)
+    loss.backward()
+    z = (F.normalize(X, dim=1) @ F.normalize(head.weight.detach(), dim=1).T).numpy()
+    p = np.exp(alpha * z - (alpha * z).max(1, keepdims=True))
+    p /= p.sum(1, keepdims=True)
+    q = np.eye(C)[y.numpy()]
+    by_hand = alpha * ((p - q) * z).sum(1).mean()
+    assert head.log_alpha.grad.item() == pytest.approx(by_hand, rel=1e-10)
+    with pytest.raises(ValueError, match="alpha cannot be set on a head with alpha_mode='learned'"):
+        head.alpha = 4.0
+    # an optimiser step moves alpha and keeps it positive, however large the step
+    with torch.no_grad():
+        head.log_alpha -= 100.0
+    assert 0.0 < head.alpha < 1e-40
+
+
+@pytest.mark.parametrize("C_, expected", [(2, 0.0), (10, 3.1073448), (100, 6.4984808), (1000, 9.7676263)])
+def test_adacos_fixed_alpha_is_sqrt2_log_c_minus_1(C_, expected) -> None:
+    from heatup_lib.schedules import adacos_fixed_alpha
+
+    assert adacos_fixed_alpha(C_) == pytest.approx(expected, abs=1e-6)
+    head = NormalizedSoftmax(D, C_, alpha_mode="adacos-fixed")
+    assert head.alpha == pytest.approx(expected, abs=1e-6)
+    X, y = _batch(classes=C_)
+    before = head.alpha
+    head.train()
+    head(X.float(), y)
+    assert head.alpha == before  # fixed: the batch changes nothing
+
+
+def test_adacos_dynamic_alpha_on_a_hand_made_batch() -> None:
+    """Two samples, three classes, cosines chosen by hand: B and theta_med worked out on paper."""
+    from heatup_lib.schedules import adacos_dynamic_alpha
+
+    z = torch.tensor([[0.8, 0.1, -0.2], [0.3, 0.6, 0.0]])
+    y = torch.tensor([0, 1])
+    s = 2.0
+    # B = mean over samples of sum over the other classes of exp(s * z)
+    b = ((math.exp(s * 0.1) + math.exp(-s * 0.2)) + (math.exp(s * 0.3) + math.exp(0.0))) / 2
+    # the target angles are acos(0.8) = 0.6435 and acos(0.6) = 0.9273; torch's median of two is the lower
+    theta_med = min(math.acos(0.8), math.acos(0.6))
+    expected = math.log(b) / math.cos(min(math.pi / 4, theta_med))
+    assert adacos_dynamic_alpha(z, y, s).item() == pytest.approx(expected, rel=1e-6)
+    # a median beyond pi/4 is clipped there
+    z2 = torch.tensor([[0.5, 0.1, 0.0], [0.2, 0.6, 0.1]])
+    b2 = ((math.exp(s * 0.1) + 1.0) + (math.exp(s * 0.2) + math.exp(s * 0.1))) / 2
+    assert adacos_dynamic_alpha(z2, y, s).item() == pytest.approx(math.log(b2) / math.cos(math.pi / 4), rel=1e-6)
+
+
+def test_adacos_dynamic_head_adapts_in_training_only_and_keeps_it_in_state() -> None:
+    from heatup_lib.schedules import adacos_dynamic_alpha, adacos_fixed_alpha
+
+    torch.manual_seed(0)
+    head = NormalizedSoftmax(D, C, alpha_mode="adacos-dynamic")
+    assert head.alpha == pytest.approx(adacos_fixed_alpha(C))
+    X, y = _batch()
+    X = X.float()
+    z = F.normalize(X, dim=1) @ F.normalize(head.weight.detach(), dim=1).T
+    expected = adacos_dynamic_alpha(z, y, head.alpha).item()
+    logits = head(X, y)
+    assert head.alpha == pytest.approx(expected, rel=1e-6)
+    torch.testing.assert_close(logits, expected * z, rtol=1e-5, atol=1e-6)  # the new scale is used at once
+    head.eval()
+    head(X, y)
+    assert head.alpha == pytest.approx(expected, rel=1e-6)  # eval mode keeps it
+    head.train()
+    head(X)  # without labels nothing to adapt to
+    assert head.alpha == pytest.approx(expected, rel=1e-6)
+    restored = NormalizedSoftmax(D, C, alpha_mode="adacos-dynamic")
+    restored.load_state_dict(head.state_dict())  # a checkpoint carries it
+    assert restored.alpha == pytest.approx(expected, rel=1e-6)

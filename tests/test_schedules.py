@@ -81,14 +81,14 @@ def test_frozen() -> None:
 
 
 @pytest.mark.parametrize("make, message", [
-    (lambda: Constant(-1.0, 10), r"alpha must be > 0, got -1.0"),
-    (lambda: Constant(0, 10), r"alpha must be > 0, got 0"),
+    (lambda: Constant(-1.0, 10), r"alpha must be a finite number > 0.0, got -1.0"),
+    (lambda: Constant(0, 10), r"alpha must be a finite number > 0.0, got 0"),
     (lambda: Constant(float("nan"), 10), r"alpha must be a finite number"),
     (lambda: Constant(4.0, 0), r"num_epochs must be an integer >= 1, got 0"),
-    (lambda: StepHeatUp(alpha=-16.0), r"alpha must be > 0, got -16.0"),
-    (lambda: StepHeatUp(alpha_factor=0.0), r"alpha_factor must be in \(0, 1\], got 0.0"),
-    (lambda: StepHeatUp(alpha_factor=1.5), r"alpha_factor must be in \(0, 1\], got 1.5"),
-    (lambda: StepHeatUp(lr_factor=-0.1), r"lr_factor must be in \(0, 1\], got -0.1"),
+    (lambda: StepHeatUp(alpha=-16.0), r"alpha must be a finite number > 0.0, got -16.0"),
+    (lambda: StepHeatUp(alpha_factor=0.0), r"alpha_factor must be a finite number > 0.0 and <= 1.0, got 0.0"),
+    (lambda: StepHeatUp(alpha_factor=1.5), r"alpha_factor must be a finite number > 0.0 and <= 1.0, got 1.5"),
+    (lambda: StepHeatUp(lr_factor=-0.1), r"lr_factor must be a finite number > 0.0 and <= 1.0, got -0.1"),
     (lambda: StepHeatUp(num_epochs=80, heatup_epoch=80), r"heatup_epoch must be .*got 80"),
     (lambda: StepHeatUp(num_epochs=80, heatup_epoch=100), r"heatup_epoch must be .*got 100"),
     (lambda: StepHeatUp(heatup_epoch=60.5), r"heatup_epoch must be .*got 60.5"),

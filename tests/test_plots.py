@@ -1,4 +1,4 @@
-"""Chapter 2's figures and training panel: they build, hold what they should, and the panel really trains."""
+"""The chapters' figures: they build and hold what they should (checked against the data drawn)."""
 
 from __future__ import annotations
 
@@ -9,6 +9,10 @@ import pytest
 import torch
 
 from heatup_lib.plots import distribution_grid, distribution_map, training_curves
+from heatup_lib.gradients import (
+    PEAK_X, gradient_norm, gradient_norm_autograd, gradient_share, head_gradient_norm, make_cosines, margin,
+    regime, sample_cosines, two_class_gradient_norm, two_class_peak_alpha, weights_and_features,
+)
 
 
 def _collection(ax, gid):
@@ -106,68 +110,74 @@ def test_training_curves_one_panel_per_key_one_line_per_run():
         training_curves(hist, keys=("recall",))
 
 
-# --- the training panel ---
+# --- chapter 1 ---
 
-@pytest.fixture(scope="module")
-def digits():
-    from heatup_lib.data.mnist import load_mnist
+def test_gradient_curves_draws_each_sample_and_marks_interior_peaks() -> None:
+    from heatup_lib.plots import gradient_curves
 
-    X, y = load_mnist(None, "test")
-    return X[:256], y[:256], X[256:356], y[256:356]
-
-
-def test_panel_schedule_follows_the_controls():
-    from heatup_lib.schedules import Constant, SmoothHeatUp, StepHeatUp
-    from heatup_lib.widgets import panel_schedule
-
-    step = panel_schedule("step heat-up", 16.0, 5, 3, 0.25)
-    assert isinstance(step, StepHeatUp) and [step.alpha(e) for e in range(5)] == [16, 16, 16, 4, 4]
-    assert step.lr_factor(4) == pytest.approx(0.1)
-    smooth = panel_schedule("smooth heat-up (cosine)", 16.0, 6, 3, 0.25)
-    assert isinstance(smooth, SmoothHeatUp) and smooth.shape == "cosine"
-    alphas = [smooth.alpha(e) for e in range(6)]
-    assert alphas[:3] == [16, 16, 16] and 4 < alphas[3] < alphas[2] and alphas[5] == pytest.approx(4.0)
-    assert isinstance(panel_schedule("constant", 4.0, 5, 3, 0.25), Constant)
-    assert isinstance(panel_schedule("step heat-up", 4.0, 1, 3, 0.25), Constant)  # too short to heat up
-    assert panel_schedule("step heat-up", 4.0, 3, 7, 0.5).heatup_epoch == 2  # clipped into the run
-    with pytest.raises(ValueError, match="schedule kind must be one of"):
-        panel_schedule("warm", 4.0, 3, 1, 0.5)
+    a = torch.linspace(0.1, 64, 200, dtype=torch.float64)
+    norms = {"mis": gradient_norm(make_cosines(0.3, 0.5, 10), 0, a), "well": gradient_norm(make_cosines(0.5, 0.1, 10), 0, a)}
+    fig = gradient_curves(a, norms, alpha_marker=16.0)
+    ax = fig.axes[0]
+    gids = {line.get_gid() for line in ax.lines}
+    assert {"curve:mis", "curve:well", "peak:well", "alpha-marker"} <= gids and "peak:mis" not in gids
+    well = next(line for line in ax.lines if line.get_gid() == "curve:well")
+    np.testing.assert_allclose(well.get_ydata(), norms["well"].numpy())
+    peak = next(line for line in ax.lines if line.get_gid() == "peak:well")
+    assert peak.get_xdata()[0] == a[norms["well"].argmax()].item()
+    with pytest.raises(ValueError, match="must have 200 values"):
+        gradient_curves(a, {"bad": norms["mis"][:10]})
 
 
-def test_panel_trains_when_train_is_pressed(digits):
-    import ipywidgets
-    from ipywidgets.embed import embed_data
+def test_share_plots_hold_the_shares() -> None:
+    from heatup_lib.plots import cumulative_gradient_share, gradient_share_scatter
 
-    from heatup_lib.widgets import training_panel
-
-    X_train, y_train, X_test, y_test = digits
-    panel = training_panel(X_train, y_train, X_test, y_test, num_epochs=1, train_size=256, batch_size=64,
-                           map_points=100, schedule="constant", alpha=4.0)
-    assert isinstance(panel, ipywidgets.VBox)
-    before = panel.image.value
-    assert before[:4] == b"\x89PNG" and len(panel.maps) == 1
-    assert "alpha per epoch: 4" in panel.plan.value
-    panel.alpha.value = 16.0
-    assert "alpha per epoch: 16" in panel.plan.value  # the plan follows the sliders
-    panel.button.click()  # what pressing Train does
-    assert panel.error is None
-    assert len(panel.result.history) == 1 and panel.result.history[0]["alpha"] == 16.0
-    assert panel.progress.max == 4 and panel.progress.value == 4  # 256 images / 64 per batch
-    assert len(panel.maps) == 2 and panel.image.value == panel.maps[-1] != before
-    assert "epoch 1/1" in panel.status.value and not panel.button.disabled
-    # The controls and the map survive as saved widget state (what the static book renders).
-    state = embed_data(views=[panel])["manager_state"]["state"]
-    models = {s["model_name"] for s in state.values()}
-    assert {"FloatLogSliderModel", "DropdownModel", "ButtonModel", "IntProgressModel", "ImageModel"} <= models
+    z, y = sample_cosines(200, 10, seed=1)
+    alphas = [0.25, 16.0]
+    s = gradient_share(gradient_norm(z, y, torch.tensor(alphas, dtype=torch.float64)))
+    m = margin(z, y)
+    fig = cumulative_gradient_share(m, s, alphas)
+    line = next(l for l in fig.axes[0].lines if l.get_gid() == "cumulative:16")
+    assert math.isclose(line.get_ydata()[-1], 1.0, rel_tol=1e-12)
+    np.testing.assert_allclose(np.sort(line.get_xdata()), line.get_xdata())  # ordered by margin
+    fig = gradient_share_scatter(m, s, alphas, floor=1e-3)
+    pts = next(c for c in fig.axes[0].collections if c.get_gid() == "share:0.25").get_offsets()
+    np.testing.assert_allclose(np.asarray(pts)[:, 1], np.maximum(s[:, 0].numpy() * 200, 1e-3))
+    with pytest.raises(ValueError, match=r"shares must have shape \(N, A\) = \(200, 3\)"):
+        gradient_share_scatter(m, s, [0.25, 4.0, 16.0])
 
 
-def test_panel_reports_a_failed_run(digits):
-    from heatup_lib.widgets import training_panel
+def test_schedule_curves_follow_the_schedule() -> None:
+    from heatup_lib.plots import schedule_curves
+    from heatup_lib.schedules import StepHeatUp
 
-    X_train, y_train, X_test, y_test = digits
-    panel = training_panel(X_train, y_train, X_test, y_test, num_epochs=1, map_points=20)
-    panel.lr = -1.0  # an invalid learning rate: TrainConfig refuses it
-    with pytest.raises(ValueError, match="lr must be"):
-        panel.train()
-    assert isinstance(panel.error, ValueError) and "training failed" in panel.status.value
-    assert not panel.button.disabled
+    s = StepHeatUp(alpha=16.0, num_epochs=10, heatup_epoch=6)
+    fig = schedule_curves({"step": s}, "lr_factor", points_per_epoch=4)
+    line = fig.axes[0].lines[0]
+    x, v = np.asarray(line.get_xdata()), np.asarray(line.get_ydata())
+    assert len(x) == 41 and np.all(v[x < 6] == 1.0) and np.all(v[x >= 6] == 0.1)
+    with pytest.raises(ValueError, match="quantity must be 'alpha' or 'lr_factor', got 'lr'"):
+        schedule_curves({"step": s}, "lr")
+
+
+# --- chapter 3 ---
+
+def test_retrieval_gallery_marks_right_and_wrong():
+    from heatup_lib.plots import nearest_neighbours, retrieval_gallery
+
+    rng = np.random.default_rng(0)
+    emb = rng.normal(size=(12, 5))
+    labels = np.array([0, 0, 0, 1, 1, 1, 2, 2, 2, 3, 3, 3])
+    images = rng.integers(0, 256, size=(12, 8, 8, 3), dtype=np.uint8)
+    queries, k = [0, 4, 10], 3
+    fig = retrieval_gallery(images, labels, emb, queries, k=k)
+    unit = emb / np.linalg.norm(emb, axis=1, keepdims=True)
+    for r, q in enumerate(queries):
+        sims = unit @ unit[q]
+        sims[q] = -np.inf
+        nbrs = np.argsort(-sims)[:k]  # brute force
+        assert list(nearest_neighbours(emb, [q], k)[0]) == list(nbrs)
+        kinds = [fig.axes[r * (k + 1) + c].get_gid() for c in range(k + 1)]
+        assert kinds == ["query"] + ["right" if labels[j] == labels[q] else "wrong" for j in nbrs]
+    with pytest.raises(ValueError, match="k must be in"):
+        retrieval_gallery(images, labels, emb, [0], k=12)
