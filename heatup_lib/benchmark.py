@@ -56,7 +56,8 @@ BACKBONES: tuple[str, ...] = ("inception",)
 RECALL_KS: dict[str, tuple[int, ...]] = {"cub200": (1, 2, 4, 8), "cars196": (1, 2, 4, 8),
                                          "sop": (1, 10, 100, 1000)}
 # The modules whose code decides a benchmark run's numbers (for the record's code fingerprint).
-CODE_MODULES = CORE_MODULES + ("heatup_lib.benchmark", "heatup_lib.data.augment", "heatup_lib.embedding")
+CODE_MODULES = CORE_MODULES + ("heatup_lib.models", "heatup_lib.benchmark", "heatup_lib.data.augment",
+                                "heatup_lib.embedding")
 
 # What differs between the three benchmarks in the authors' setup (SPEC section 5).
 RECIPES: dict[str, dict[str, Any]] = {

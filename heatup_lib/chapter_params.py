@@ -22,6 +22,8 @@ __all__ = ["CHAPTER_PARAMETERS", "use_parameters"]
 
 
 def _common(p: dict[str, Any]) -> None:
+    if "retrain" in p:
+        check_bool("retrain", p["retrain"])
     if "seed" in p:
         check_int("seed", p["seed"], min_value=0)
     for name in ("runs_dir", "records_dir"):
@@ -76,11 +78,12 @@ def _chapter_04(p: dict[str, Any]) -> None:
 # chapter prefix -> (its parameter names, its checks). Every name is also a key of params/*.yaml.
 CHAPTER_PARAMETERS: dict[str, tuple[tuple[str, ...], Callable[[dict[str, Any]], None]]] = {
     "01": (("seed", "num_classes", "num_samples", "alpha_max", "num_alphas", "num_grad_checks"), _chapter_01),
-    "02": (("seed", "runs_dir", "records_dir", "device", "mnist_root", "mnist_train_size", "mnist_test_size",
+    "02": (("seed", "runs_dir", "records_dir", "retrain", "device", "mnist_root", "mnist_train_size", "mnist_test_size",
             "mnist_num_epochs", "mnist_heatup_epoch", "mnist_batch_size", "mnist_lr", "mnist_alphas",
-            "mnist_heatup_alpha", "mnist_alpha_factor", "mnist_lr_factor", "mnist_seeds", "mnist_processes",
+            "mnist_heatup_alpha", "mnist_alpha_factor", "mnist_lr_factor", "mnist_class_init",
+            "mnist_warmup_images", "mnist_seeds", "mnist_processes",
             "mnist_snapshot_size", "mnist_panel_train_size", "mnist_panel_epochs"), _chapter_02),
-    "03": (("seed", "runs_dir", "records_dir", "device", "dataset", "rows", "data_root", "seeds", "processes",
+    "03": (("seed", "runs_dir", "records_dir", "retrain", "device", "dataset", "rows", "data_root", "seeds", "processes",
             "backbone", "num_epochs", "batch_size", "embedding_dim", "image_size", "crop_size", "optimizer",
             "lr", "eval_every", "pretrained", "standin_images_per_class"), _chapter_03),
     "04": (("runs_dir", "records_dir"), _chapter_04),

@@ -202,6 +202,8 @@ def _add_reproduce(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", default="_build/executed", help="folder for the executed notebooks")
     p.add_argument("--only", nargs="+", metavar="PREFIX", help="chapters whose file name starts so, e.g. 02")
     p.add_argument("--keep-going", action="store_true", help="run the remaining chapters after a failure")
+    p.add_argument("--retrain", action="store_true",
+                   help="train every run the pages show here instead of loading the committed records")
     p.add_argument("-p", "--parameter", nargs=2, action="append", default=[], metavar=("NAME", "VALUE"),
                    help="override one parameter (VALUE is read as YAML), e.g. -p device cuda")
     p.set_defaults(func=_run_reproduce)
@@ -213,9 +215,38 @@ def _run_reproduce(args: argparse.Namespace) -> int:
     from .reproduce import run_chapters, summary_table
 
     overrides = {name: yaml.safe_load(value) for name, value in args.parameter}
+    if args.retrain:
+        overrides["retrain"] = True
     results = run_chapters(args.preset, args.out, only=args.only, keep_going=args.keep_going, overrides=overrides)
     print(summary_table(results))
     return 0 if all(r.status == "ok" for r in results) else 1
+
+
+# --- export --------------------------------------------------------------------------------------
+
+def _add_export(sub: argparse._SubParsersAction) -> None:
+    from .presets import PRESETS
+
+    p = sub.add_parser("export", help="copy a chapter's finished runs into records/ (without checkpoints)",
+                       description="Copy every complete run of CHAPTER on PRESET found under --runs into "
+                       "--to/CHAPTER/PRESET/ with its arrays and without its checkpoint: the records that "
+                       "`make book` then loads instead of training.")
+    p.add_argument("chapter", choices=("02_mnist", "03_benchmarks", "05_temperature"))
+    p.add_argument("--preset", required=True, choices=PRESETS)
+    p.add_argument("--runs", required=True, help="the runs folder the chapter trained into, e.g. runs/default")
+    p.add_argument("--to", default="records", help="the records folder (default: records)")
+    p.set_defaults(func=_run_export)
+
+
+def _run_export(args: argparse.Namespace) -> int:
+    from .recorded import export_all
+
+    exported = export_all(args.runs, args.to, args.chapter, args.preset)
+    if not exported:
+        raise ValueError(f"no complete run of {args.chapter} on preset {args.preset} under {args.runs}")
+    for path in exported:
+        print(path)
+    return 0
 
 
 # --- plumbing ------------------------------------------------------------------------------------
@@ -226,7 +257,7 @@ def build_parser() -> argparse.ArgumentParser:
                                      "evaluation and batch reproduction of the book's chapters.")
     parser.add_argument("-v", "--verbose", action="store_true", help="log at INFO level")
     sub = parser.add_subparsers(dest="command", required=True)
-    for add in (_add_prepare, _add_train, _add_evaluate, _add_reproduce):
+    for add in (_add_prepare, _add_train, _add_evaluate, _add_reproduce, _add_export):
         add(sub)
     return parser
 

@@ -21,12 +21,12 @@ from torch import Tensor, nn
 __all__ = ["tensor_bytes", "state_fingerprint", "describe_callable", "CORE_MODULES", "code_fingerprint",
            "source_fingerprint"]
 
-# The modules whose code decides the numbers of every training run: the loop, its passes and
-# seeds, the heads and schedules, the networks and the batch sources. A recipe adds its own
-# module (and the data modules it uses) when it opens a run folder.
+# The code that decides the numbers of every training run: the loop, its step, passes and seeds,
+# the heads and schedules, the batch sources. A recipe adds its own module, its network (e.g.
+# "heatup_lib.models:LeNet") and the data modules it uses when it opens a run folder.
 CORE_MODULES: tuple[str, ...] = (
     "heatup_lib.train", "heatup_lib.step", "heatup_lib.passes", "heatup_lib.seeding", "heatup_lib.heads",
-    "heatup_lib.schedules", "heatup_lib.models", "heatup_lib.data.batches",
+    "heatup_lib.schedules", "heatup_lib.data.batches",
 )
 
 
@@ -76,15 +76,30 @@ def source_fingerprint(path: str | Path) -> str:
     return hashlib.sha256(ast.dump(tree, include_attributes=False).encode()).hexdigest()
 
 
+def _definition_fingerprint(path: str | Path, name: str) -> str:
+    """SHA-256 of one top-level class or function of a file, docstrings excluded."""
+    tree = ast.parse(Path(path).read_text(encoding="utf-8"))
+    for node in tree.body:
+        if isinstance(node, (ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)) and node.name == name:
+            return hashlib.sha256(ast.dump(_strip_docstrings(node), include_attributes=False).encode()).hexdigest()
+    raise ImportError(f"{path} defines no top-level {name!r}")
+
+
 @lru_cache(maxsize=None)
-def _code_fingerprint(modules: tuple[str, ...]) -> str:
+def _code_fingerprint(parts: tuple[str, ...]) -> str:
     digest = hashlib.sha256()
-    for name in modules:
-        module = importlib.import_module(name)
-        digest.update(f"{name}|{source_fingerprint(module.__file__)}|".encode())
+    for part in parts:
+        module_name, _, definition = part.partition(":")
+        path = importlib.import_module(module_name).__file__
+        one = _definition_fingerprint(path, definition) if definition else source_fingerprint(path)
+        digest.update(f"{part}|{one}|".encode())
     return digest.hexdigest()[:16]
 
 
-def code_fingerprint(modules: Sequence[str] = CORE_MODULES) -> str:
-    """A short digest of the code of ``modules`` (default :data:`CORE_MODULES`), docstrings and comments excluded."""
-    return _code_fingerprint(tuple(modules))
+def code_fingerprint(parts: Sequence[str] = CORE_MODULES) -> str:
+    """A short digest of the code of ``parts``, docstrings and comments excluded.
+
+    A part is a module (``"heatup_lib.train"``) or one top-level class or function of a module
+    (``"heatup_lib.models:LeNet"``), so that a record depends only on the code it ran.
+    """
+    return _code_fingerprint(tuple(parts))

@@ -70,12 +70,8 @@ def distribution_map(features: Any, labels: Any, weights: Any | None = None, ax:
                               marker="D", s=60, edgecolors="black", linewidths=1.0, zorder=3)
         diamonds.set_gid("weights")
     if legend:
-        present = sorted(set(labels.tolist()))
-        handles = [Line2D([], [], ls="", marker="o", color=_DIGIT_COLOURS[c % 10], label=str(c)) for c in present]
-        if weights is not None:
-            handles.append(Line2D([], [], ls="", marker="D", color="0.6", markeredgecolor="black", label="weight"))
-        ax.legend(handles=handles, loc="center", fontsize="x-small", frameon=False,
-                  ncol=2, handletextpad=0.1, columnspacing=0.6)
+        ax.legend(handles=_map_legend(labels, weights is not None), loc="center left", bbox_to_anchor=(1.0, 0.5),
+                  fontsize="x-small", frameon=False, handletextpad=0.1)
     lim = 1.0 + jitter + 0.12
     ax.set_xlim(-lim, lim)
     ax.set_ylim(-lim, lim)
@@ -87,16 +83,26 @@ def distribution_map(features: Any, labels: Any, weights: Any | None = None, ax:
     return ax.figure
 
 
+def _map_legend(labels: np.ndarray, with_weights: bool) -> list[Line2D]:
+    """Legend entries of a distribution map: one per class present, and the class-weight diamond."""
+    present = sorted(set(np.asarray(labels).tolist()))
+    handles = [Line2D([], [], ls="", marker="o", color=_DIGIT_COLOURS[c % 10], label=str(c)) for c in present]
+    if with_weights:
+        handles.append(Line2D([], [], ls="", marker="D", color="0.6", markeredgecolor="black", label="weight"))
+    return handles
+
+
 def distribution_grid(features: Sequence[Any] | Mapping[str, Any], labels: Any,
                       weights: Sequence[Any | None] | Mapping[str, Any] | None = None,
                       titles: Sequence[str] | None = None, ncols: int | None = None,
-                      panel_size: float = 2.6, **map_kwargs: Any) -> Figure:
+                      panel_size: float = 3.2, **map_kwargs: Any) -> Figure:
     """Distribution maps side by side: one panel per entry of ``features`` (across settings or epochs).
 
     ``features`` is a sequence of (N_i, 2) arrays, or a mapping title -> array (then ``weights``
     may be a mapping with the same keys). ``labels`` is one (N,) array shared by all panels or a
-    sequence of them; ``weights`` a sequence of (C, 2) arrays or None entries. The legend is drawn
-    in the first panel only; further keyword arguments go to :func:`distribution_map`.
+    sequence of them; ``weights`` a sequence of (C, 2) arrays or None entries. Panels are
+    ``panel_size`` inches square, at most three a row by default; one legend for all of them sits
+    outside the circles, right of the grid. Further keyword arguments go to :func:`distribution_map`.
     """
     if isinstance(features, Mapping):
         if titles is not None:
@@ -118,11 +124,11 @@ def distribution_grid(features: Sequence[Any] | Mapping[str, Any], labels: Any,
     for name, seq in (("weights", weights_list), ("titles", titles_list)):
         if len(seq) != n:
             raise ValueError(f"{name} must have one entry per panel ({n}), got {len(seq)}")
-    ncols = min(n, 5) if ncols is None else ncols
+    ncols = min(n, 3) if ncols is None else ncols
     if ncols < 1:
         raise ValueError(f"ncols must be >= 1, got {ncols!r}")
     nrows = -(-n // ncols)
-    fig = Figure(figsize=(panel_size * ncols, panel_size * nrows), layout="constrained")
+    fig = Figure(figsize=(panel_size * ncols + 0.8, panel_size * nrows), layout="constrained")
     axes = fig.subplots(nrows, ncols, squeeze=False)
     legend = map_kwargs.pop("legend", True)
     for i, ax in enumerate(axes.flat):
@@ -130,7 +136,11 @@ def distribution_grid(features: Sequence[Any] | Mapping[str, Any], labels: Any,
             ax.axis("off")
             continue
         distribution_map(features[i], labels_list[i], weights_list[i], ax=ax, title=titles_list[i],
-                         legend=legend and i == 0, **map_kwargs)
+                         legend=False, **map_kwargs)
+    if legend:
+        labels_all = np.concatenate([_numpy(lab).reshape(-1) for lab in labels_list])
+        fig.legend(handles=_map_legend(labels_all, any(w is not None for w in weights_list)),
+                   loc="outside right center", fontsize="small", frameon=False)
     return fig
 
 

@@ -28,7 +28,7 @@ from torch import Tensor
 
 from .checks import check_float, check_int, is_integer
 
-__all__ = ["Schedule", "Constant", "StepHeatUp", "SmoothHeatUp", "SHAPES", "schedule_from_dict",
+__all__ = ["Schedule", "Constant", "StepHeatUp", "SmoothHeatUp", "AlphaWarmUp", "SHAPES", "schedule_from_dict",
            "adacos_fixed_alpha", "adacos_dynamic_alpha"]
 
 SHAPES: tuple[str, ...] = ("linear", "cosine", "exponential")
@@ -193,7 +193,52 @@ class SmoothHeatUp(Schedule):
         return self._interpolate(self.final_lr_factor, epoch)
 
 
-_KINDS: dict[str, type[Schedule]] = {cls.__name__: cls for cls in (Constant, StepHeatUp, SmoothHeatUp)}
+@dataclass(frozen=True, init=False, repr=False)
+class AlphaWarmUp(Schedule):
+    """Another schedule whose alpha starts at ``start_alpha`` and rises geometrically to it over the first ``epochs``.
+
+    ``alpha(e) = low * (a(e) / low) ** (e / epochs)`` for ``e < epochs``, with ``a`` the inner
+    schedule's alpha and ``low = min(start_alpha, a(e))`` (an alpha at or below ``start_alpha``
+    is not warmed up); the learning-rate factor is the inner schedule's.
+    """
+
+    schedule: Schedule
+    epochs: float
+    start_alpha: float
+
+    def __init__(self, schedule: Schedule, epochs: float, start_alpha: float = 1.0) -> None:
+        if not isinstance(schedule, Schedule):
+            raise ValueError(f"schedule must be a Schedule, got {schedule!r}")
+        object.__setattr__(self, "schedule", schedule)
+        object.__setattr__(self, "epochs", check_float("epochs", epochs, 0.0, schedule.num_epochs,
+                                                       min_open=True))
+        object.__setattr__(self, "start_alpha", _positive("start_alpha", start_alpha))
+
+    @property
+    def num_epochs(self) -> int:  # type: ignore[override]
+        """The inner schedule's number of epochs."""
+        return self.schedule.num_epochs
+
+    def alpha(self, epoch: float) -> float:
+        """The inner alpha, warmed up from ``start_alpha`` during the first ``epochs``."""
+        a = self.schedule.alpha(epoch)
+        low = min(self.start_alpha, a)
+        if epoch >= self.epochs or low == a:
+            return a
+        return low * (a / low) ** (epoch / self.epochs)
+
+    def lr_factor(self, epoch: float) -> float:
+        """The inner schedule's learning-rate factor."""
+        return self.schedule.lr_factor(epoch)
+
+    def to_dict(self) -> dict:
+        """``kind``, the inner schedule's dict, ``epochs`` and ``start_alpha``."""
+        return {"kind": "AlphaWarmUp", "schedule": self.schedule.to_dict(), "epochs": self.epochs,
+                "start_alpha": self.start_alpha}
+
+
+_KINDS: dict[str, type[Schedule]] = {cls.__name__: cls for cls in (Constant, StepHeatUp, SmoothHeatUp,
+                                                                      AlphaWarmUp)}
 
 
 def schedule_from_dict(d: dict) -> Schedule:
@@ -204,6 +249,8 @@ def schedule_from_dict(d: dict) -> Schedule:
     if kind not in _KINDS:
         raise ValueError(f"schedule kind must be one of {sorted(_KINDS)}, got {kind!r}")
     cls = _KINDS[kind]
+    if cls is AlphaWarmUp:
+        return AlphaWarmUp(schedule_from_dict(d.get("schedule")), d.get("epochs"), d.get("start_alpha", 1.0))
     accepted = [_FIELD_TO_ARG.get(f.name, f.name) for f in dataclasses.fields(cls)]  # type: ignore[arg-type]
     args = {k: v for k, v in d.items() if k != "kind"}
     unknown = sorted(set(args) - set(accepted))

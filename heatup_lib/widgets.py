@@ -12,7 +12,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .checks import check_choice, check_int
 from .data.batches import TensorBatches
+from .geometry import angular_summary
 from .mnist_recipe import build_lenet, mnist_inputs
 from .passes import evaluating
 from .plots import distribution_map
@@ -21,40 +23,45 @@ from .train import TrainConfig, fit
 
 # --- Chapter 2: training panel ---
 
-_SCHEDULE_KINDS = ("constant", "step heat-up", "smooth heat-up (linear)", "smooth heat-up (cosine)",
-                   "smooth heat-up (exponential)")
+_SCHEDULE_KINDS = ("step heat-up", "smooth heat-up (linear)", "smooth heat-up (cosine)",
+                   "smooth heat-up (exponential)", "constant")
+_STARTS = ("the trained network", "from scratch")
 _TRAIN_SIZES = (500, 1000, 2000, 5000, 10000, 20000, 60000)
 _ALPHA_FACTORS = (("1/16", 0.0625), ("1/8", 0.125), ("1/4", 0.25), ("1/2", 0.5), ("1 (none)", 1.0))
+_LR_FACTORS = (("1/100", 0.01), ("1/10", 0.1), ("1/2", 0.5), ("1 (none)", 1.0))
 
 
 def panel_schedule(kind: str, alpha: float, num_epochs: int, heatup_epoch: int, alpha_factor: float,
-                   lr_factor: float = 0.1) -> Schedule:
-    """The schedule the training panel's controls describe.
+                   lr_factor: float = 0.1) -> tuple[Schedule, float]:
+    """The schedule the training panel's controls describe, and the factor on the base learning rate.
 
-    ``"step heat-up"`` multiplies alpha by ``alpha_factor`` (and the learning rate by ``lr_factor``)
-    from ``heatup_epoch`` on; ``"smooth heat-up (shape)"`` moves both factors from 1 at epoch
-    ``heatup_epoch - 1`` to their final values at the last epoch ``num_epochs - 1``, so that the
-    last epoch is always fully heated, as in the step schedule; ``"constant"`` ignores the heat-up.
-    A run too short to heat up (``num_epochs < 2``) falls back to the constant schedule.
+    ``"step heat-up"``: alpha x ``alpha_factor`` and the learning rate x ``lr_factor`` from
+    ``heatup_epoch`` on (``heatup_epoch=0``: heated from the first step, the way to continue a
+    trained network). ``"smooth heat-up (shape)"``: both factors move from 1 to their final values
+    between epoch ``heatup_epoch - 1`` (0 at the earliest) and the last epoch. ``"constant"``:
+    no heat-up. The second value multiplies the base learning rate for the whole run (the step
+    heat-up from the first step is a constant schedule at the heated values).
     """
-    if kind not in _SCHEDULE_KINDS:
-        raise ValueError(f"schedule kind must be one of {_SCHEDULE_KINDS}, got {kind!r}")
-    if kind == "constant" or num_epochs < 2 or (alpha_factor == 1.0 and lr_factor == 1.0):
-        return Constant(alpha, num_epochs)
-    heatup_epoch = min(max(int(heatup_epoch), 1), num_epochs - 1)
+    check_choice("schedule kind", kind, _SCHEDULE_KINDS)
+    check_int("num_epochs", num_epochs, min_value=1)
+    heatup_epoch = min(max(int(heatup_epoch), 0), num_epochs - 1)
+    if kind == "constant" or (alpha_factor == 1.0 and lr_factor == 1.0):
+        return Constant(alpha, num_epochs), 1.0
     if kind == "step heat-up":
-        return StepHeatUp(alpha, num_epochs, heatup_epoch, alpha_factor, lr_factor)
+        if heatup_epoch == 0:
+            return Constant(alpha * alpha_factor, num_epochs), lr_factor
+        return StepHeatUp(alpha, num_epochs, heatup_epoch, alpha_factor, lr_factor), 1.0
+    start = max(heatup_epoch - 1, 0)
+    end = num_epochs - 1 if num_epochs - 1 > start else num_epochs
     shape = kind[len("smooth heat-up ("):-1]
-    return SmoothHeatUp(alpha, num_epochs, heatup_epoch - 1, num_epochs - 1, alpha_factor, lr_factor, shape)
+    return SmoothHeatUp(alpha, num_epochs, start, end, alpha_factor, lr_factor, shape), 1.0
 
 
 class _CountingBatches:
     """A batch source that reports every batch it serves to ``on_batch`` (the panel's progress bar)."""
 
     def __init__(self, inner: Any, on_batch: Callable[[], None]) -> None:
-        self.inner = inner
-        self.on_batch = on_batch
-        self.batch_size = inner.batch_size
+        self.inner, self.on_batch, self.batch_size = inner, on_batch, inner.batch_size
 
     def __len__(self) -> int:
         return len(self.inner)
@@ -73,121 +80,143 @@ def _figure_png(fig: Any, dpi: int = 90) -> bytes:
 
 
 class TrainingPanel(widgets.VBox):
-    """Chapter 2's panel: pick alpha and a heat-up schedule, train LeNet on a slice of MNIST, watch the distribution map of held-out digits change epoch by epoch."""
+    """Chapter 2's panel: heat up the chapter's trained network (or train from scratch) and watch the held-out digits' map change epoch by epoch.
+
+    ``start`` holds the trained weights (``{"net": ..., "head": ...}`` state dicts, e.g. from a
+    shown run's ``weights.pt``); without it the panel trains from scratch only.
+    """
 
     def __init__(self, X_train: Tensor, y_train: Tensor, X_test: Tensor, y_test: Tensor, *,
-                 alpha: float = 16.0, schedule: str = "step heat-up", heatup_epoch: int = 2,
-                 alpha_factor: float = 0.25, lr_factor: float = 0.1, num_epochs: int = 3,
-                 train_size: int = 2000, batch_size: int = 32, lr: float = 1e-3, map_points: int = 1000,
-                 max_epochs: int = 20, device: str = "cpu", seed: int = 0) -> None:
-        self.X_train, self.y_train = X_train, torch.as_tensor(y_train).long()  # converted when sliced for a run
+                 start: dict[str, dict[str, Tensor]] | None = None, start_label: str = "",
+                 alpha: float = 16.0, schedule: str = "step heat-up", heatup_epoch: int | None = None,
+                 alpha_factor: float = 0.25, lr_factor: float = 0.1, num_epochs: int = 2,
+                 train_size: int = 5000, batch_size: int = 128, lr: float = 1e-3, map_points: int = 1000,
+                 max_epochs: int = 20, class_init: str = "even", device: str = "cpu", seed: int = 0) -> None:
+        self.X_train, self.y_train = X_train, torch.as_tensor(y_train).long()
         if len(self.X_train) != len(self.y_train):
             raise ValueError(f"X_train has {len(self.X_train)} images but y_train {len(self.y_train)} labels")
         if len(X_test) != len(y_test):
             raise ValueError(f"X_test has {len(X_test)} images but y_test {len(y_test)} labels")
-        if map_points < 2:
-            raise ValueError(f"map_points must be >= 2, got {map_points!r}")
+        check_int("map_points", map_points, min_value=2)
+        check_choice("alpha_factor", alpha_factor, [v for _, v in _ALPHA_FACTORS])
+        check_choice("lr_factor", lr_factor, [v for _, v in _LR_FACTORS])
         g = torch.Generator().manual_seed(seed)
         shown = torch.randperm(len(y_test), generator=g)[:map_points]  # the fixed held-out digits on the map
         self.X_map, self.y_map = mnist_inputs(X_test[shown]), torch.as_tensor(y_test)[shown].long()
         self.num_classes = int(max(int(self.y_train.max()), int(self.y_map.max()))) + 1
-        self.batch_size, self.lr, self.lr_factor = batch_size, lr, lr_factor
-        self.device, self.seed = device, seed
+        self.start_state, self.batch_size, self.lr = start, batch_size, lr
+        self.class_init, self.device, self.seed = class_init, device, seed
         self.result: Any = None      # the last TrainResult
         self.error: BaseException | None = None
-        self.maps: list[bytes] = []  # PNG of the map after each epoch of the last run (epoch 0 = before training)
+        self.maps: list[bytes] = []  # PNG of the map before training and after each epoch of the last run
+        self.history: list[dict[str, float]] = []  # held-out numbers before training and after each epoch
 
         sizes = [n for n in _TRAIN_SIZES if n < len(self.X_train)] + [len(self.X_train)]
         train_size = min(sizes, key=lambda n: abs(n - train_size))
-        factors = dict(_ALPHA_FACTORS)
-        if alpha_factor not in factors.values():
-            raise ValueError(f"alpha_factor must be one of {sorted(factors.values())}, got {alpha_factor!r}")
-        style = {"description_width": "9em"}
-        layout = widgets.Layout(width="26em")
+        style, layout = {"description_width": "9em"}, widgets.Layout(width="26em")
+        common = dict(style=style, layout=layout)
+        starts = [f"{_STARTS[0]}{f' ({start_label})' if start_label else ''}", _STARTS[1]] if start else [_STARTS[1]]
+        self.start = widgets.Dropdown(options=starts, value=starts[0], description="start from", **common)
+        self.schedule = widgets.Dropdown(options=_SCHEDULE_KINDS, value=schedule, description="schedule", **common)
         self.alpha = widgets.FloatLogSlider(value=alpha, base=2, min=-2, max=6, step=0.5, description="alpha",
-                                            readout_format=".3g", style=style, layout=layout)
-        self.schedule = widgets.Dropdown(options=_SCHEDULE_KINDS, value=schedule, description="schedule",
-                                         style=style, layout=layout)
-        self.num_epochs = widgets.IntSlider(value=num_epochs, min=1, max=max_epochs, description="epochs",
-                                            style=style, layout=layout)
-        self.heatup_epoch = widgets.IntSlider(value=heatup_epoch, min=1, max=max(max_epochs - 1, 1),
-                                              description="heat-up epoch", style=style, layout=layout)
-        self.alpha_factor = widgets.SelectionSlider(
-            options=[(label, v) for label, v in _ALPHA_FACTORS], value=alpha_factor,
-            description="alpha x factor", style=style, layout=layout)
+                                            readout_format=".3g", **common)
+        self.alpha_factor = widgets.SelectionSlider(options=list(_ALPHA_FACTORS), value=alpha_factor,
+                                                    description="alpha x", **common)
+        self.lr_factor = widgets.SelectionSlider(options=list(_LR_FACTORS), value=lr_factor,
+                                                 description="learning rate x", **common)
+        self.num_epochs = widgets.IntSlider(value=num_epochs, min=1, max=max_epochs, description="epochs", **common)
+        default_heatup = 0 if start else max(num_epochs - 1, 0)
+        self.heatup_epoch = widgets.IntSlider(value=default_heatup if heatup_epoch is None else heatup_epoch,
+                                              min=0, max=max(max_epochs - 1, 1), description="heat-up epoch",
+                                              **common)
         self.train_size = widgets.SelectionSlider(options=sizes, value=train_size, description="training images",
-                                                  style=style, layout=layout)
+                                                  **common)
         self.plan = widgets.HTML()
         self.button = widgets.Button(description="Train", button_style="primary", icon="play")
-        self.progress = widgets.IntProgress(value=0, min=0, max=1, description="progress",
-                                            style=style, layout=layout)
+        self.progress = widgets.IntProgress(value=0, min=0, max=1, description="progress", **common)
         self.status = widgets.HTML("Press Train.")
-        self.image = widgets.Image(format="png", layout=widgets.Layout(width="360px"))
-        for control in (self.alpha, self.schedule, self.num_epochs, self.heatup_epoch, self.alpha_factor):
+        self.image = widgets.Image(format="png", layout=widgets.Layout(width="380px"))
+        for control in (self.start, self.alpha, self.schedule, self.num_epochs, self.heatup_epoch,
+                        self.alpha_factor, self.lr_factor):
             control.observe(self._update_plan, names="value")
         self.button.on_click(self.train)
-        controls = widgets.VBox([self.alpha, self.schedule, self.num_epochs, self.heatup_epoch,
-                                 self.alpha_factor, self.train_size, self.plan, self.button,
+        controls = widgets.VBox([self.start, self.schedule, self.alpha, self.alpha_factor, self.lr_factor,
+                                 self.num_epochs, self.heatup_epoch, self.train_size, self.plan, self.button,
                                  self.progress, self.status])
         super().__init__([widgets.HBox([controls, self.image], layout=widgets.Layout(flex_flow="row wrap"))])
         self._update_plan()
         net, head = self._build()
-        self._show(net, head, "before training")
+        self._show(net, head, "start")
 
-    def current_schedule(self) -> Schedule:
-        """The schedule the controls describe now."""
+    @property
+    def from_trained(self) -> bool:
+        """Whether the next run continues the trained network."""
+        return self.start_state is not None and self.start.value.startswith(_STARTS[0])
+
+    def current_schedule(self) -> tuple[Schedule, float]:
+        """The schedule the controls describe now, and its factor on the learning rate."""
         return panel_schedule(self.schedule.value, self.alpha.value, self.num_epochs.value,
-                              self.heatup_epoch.value, self.alpha_factor.value, self.lr_factor)
+                              self.heatup_epoch.value, self.alpha_factor.value, self.lr_factor.value)
 
     def _update_plan(self, change: Any = None) -> None:
         """Show alpha per epoch for the current settings."""
-        sched = self.current_schedule()
+        sched, lr_scale = self.current_schedule()
         alphas = ", ".join(f"{sched.alpha(e):.3g}" for e in range(sched.num_epochs))
-        self.plan.value = f"<small>alpha per epoch: {alphas}</small>"
+        lrs = ", ".join(f"{self.lr * lr_scale * sched.lr_factor(e):.2g}" for e in range(sched.num_epochs))
+        self.plan.value = f"<small>alpha per epoch: {alphas}<br>learning rate per epoch: {lrs}</small>"
 
     def _build(self) -> tuple[nn.Module, nn.Module]:
-        """A fresh LeNet and "ln" head, initialised from the panel's seed without touching the global RNG."""
-        return build_lenet(self.num_classes, self.alpha.value, self.seed, self.device)
+        """The starting network and head: the trained weights, or a fresh seeded LeNet and "ln" head."""
+        net, head = build_lenet(self.num_classes, self.alpha.value, self.seed, self.device, self.class_init)
+        if self.from_trained:
+            net.load_state_dict(self.start_state["net"])
+            head.load_state_dict(self.start_state["head"])
+        return net, head
 
-    def _show(self, net: nn.Module, head: nn.Module, title: str) -> float:
-        """Redraw the map of the held-out digits; return their accuracy (nearest class weight)."""
+    def _show(self, net: nn.Module, head: nn.Module, title: str) -> dict[str, float]:
+        """Redraw the map of the held-out digits; return their accuracy (nearest class weight) and compactness."""
         with evaluating(net, head), torch.no_grad():
             feats = torch.cat([net(x.to(self.device)) for x in self.X_map.split(1024)]).cpu()
             weights = head.weight.detach().cpu()
         cos = F.normalize(feats, dim=1) @ F.normalize(weights, dim=1).t()
-        accuracy = float((cos.argmax(1) == self.y_map).float().mean())
-        fig = distribution_map(feats, self.y_map, weights, title=f"{title}: {100 * accuracy:.1f}% correct")
+        numbers = {"accuracy": float((cos.argmax(1) == self.y_map).float().mean()),
+                   "compactness": angular_summary(feats, self.y_map)["compactness"]}
+        fig = distribution_map(feats, self.y_map, weights,
+                               title=f"{title}: {100 * numbers['accuracy']:.1f}% correct, "
+                                     f"{numbers['compactness']:.1f}° compactness")
         self.image.value = _figure_png(fig)
         self.maps.append(self.image.value)
-        return accuracy
+        self.history.append(numbers)
+        return numbers
 
     def train(self, button: Any = None) -> Any:
         """Train with the current settings (the Train button's handler); return the TrainResult."""
         self.button.disabled = True
-        self.error = None
-        self.maps = []
+        self.error, self.maps, self.history = None, [], []
         try:
-            sched = self.current_schedule()
+            sched, lr_scale = self.current_schedule()
             n = self.train_size.value
             order = torch.randperm(len(self.X_train), generator=torch.Generator().manual_seed(self.seed))[:n]
-            X, y = mnist_inputs(self.X_train[order]), self.y_train[order]
-            source = TensorBatches(X, y, min(self.batch_size, n))
-            self.progress.max = max(len(source) * sched.num_epochs, 1)
-            self.progress.value = 0
+            source = TensorBatches(self.X_train[order], self.y_train[order], min(self.batch_size, n),
+                                   transform=mnist_inputs)
+            self.progress.max, self.progress.value = max(len(source) * sched.num_epochs, 1), 0
 
             def tick() -> None:
                 self.progress.value += 1
 
             def redraw(epoch: int, record: dict, net: nn.Module, head: nn.Module) -> None:
-                acc = self._show(net, head, f"after epoch {epoch + 1}/{sched.num_epochs}")
-                self.status.value = (f"epoch {epoch + 1}/{sched.num_epochs}: alpha {record['alpha']:.3g}, "
-                                     f"loss {record['loss']:.3f}, train accuracy {100 * record['accuracy']:.1f}%, "
-                                     f"held-out accuracy {100 * acc:.1f}%")
+                numbers = self._show(net, head, f"after epoch {epoch + 1}/{sched.num_epochs}")
+                before = self.history[0]
+                self.status.value = (
+                    f"epoch {epoch + 1}/{sched.num_epochs}: alpha {record['alpha']:.3g}, loss {record['loss']:.3f}, "
+                    f"train accuracy {100 * record['accuracy']:.1f}%, held-out accuracy "
+                    f"{100 * numbers['accuracy']:.1f}%, compactness {before['compactness']:.1f}° -> "
+                    f"{numbers['compactness']:.1f}°")
 
             net, head = self._build()
-            self._show(net, head, "before training")
+            self._show(net, head, "start")
             self.status.value = "training..."
-            config = TrainConfig(lr=self.lr, seed=self.seed, device=self.device)
+            config = TrainConfig(lr=self.lr * lr_scale, seed=self.seed, device=self.device)
             self.result = fit(net, head, sched, _CountingBatches(source, tick), config, run_dir=None,
                               callbacks=[redraw], progress=False)
             return self.result

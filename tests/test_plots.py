@@ -89,7 +89,10 @@ def test_distribution_grid_panels():
     assert len(fig.axes) == 6 and not fig.axes[5].axison  # 2 x 3 grid, the last cell empty
     assert [_collection(ax, "weights") is not None for ax in axes] == [False, False, True, True, False]
     assert all(_collection(ax, "features").get_offsets().shape == (40, 2) for ax in axes)
-    assert axes[0].get_legend() is not None and all(ax.get_legend() is None for ax in axes[1:])
+    # one legend for the grid, outside the circles: ten digits and the weight marker
+    assert all(ax.get_legend() is None for ax in axes) and len(fig.legends) == 1
+    assert [t.get_text() for t in fig.legends[0].get_texts()] == [str(d) for d in range(10)] + ["weight"]
+    assert fig.get_size_inches()[0] >= 3 * 3.0  # panels at least 3 inches wide
     with pytest.raises(ValueError, match="one entry per panel"):
         distribution_grid([maps["4"]] * 2, labels=torch.arange(41) % 10, titles=["a"])
 
