@@ -20,8 +20,8 @@ version, git commit, load average and the exact command):
     speed     images/s of one training process (one thread), with and without channels-last,
               and of ``--parallel`` such processes at once
 
-    OMP_NUM_THREADS=1 python bench/mnist_recipe.py study --images 60000 --seeds 0
-    python bench/mnist_recipe.py study --candidates baseline,authors --images 60000
+    OMP_NUM_THREADS=1 python bench/mnist_recipe_study.py study --images 60000 --seeds 0
+    python bench/mnist_recipe_study.py study --candidates baseline,authors --images 60000
 
 Nothing here changes the library: options the library lacks (class bias init, even class
 weights, bottleneck batch norm, TF-slim init, alpha warm-up) are implemented below.
@@ -53,10 +53,11 @@ sys.path.insert(0, str(ROOT))
 from heatup_lib import records  # noqa: E402
 from heatup_lib.geometry import angular_summary, unit_angle  # noqa: E402
 from heatup_lib.heads import NormalizedSoftmax  # noqa: E402
-from heatup_lib.io import atomic_write_json  # noqa: E402
+from heatup_lib.atomic import atomic_write_json  # noqa: E402
 from heatup_lib.metrics import recall_at_k  # noqa: E402
 from heatup_lib.models import LeNet  # noqa: E402
-from heatup_lib.train import TensorBatches, epoch_generator  # noqa: E402
+from heatup_lib.data.batches import TensorBatches  # noqa: E402
+from heatup_lib.seeding import epoch_generator  # noqa: E402
 
 DEFAULT_OUT = ROOT / "records" / "02_mnist" / "recipe_study.json"
 INITS = ("torch", "tf")            # PyTorch's default / TF-slim variance scaling (He, truncated)
@@ -422,7 +423,7 @@ def meta(argv: list[str]) -> dict[str, Any]:
     """Machine, versions, commit, date, load average and the exact command."""
     env = records.environment_info("cpu")
     env["load_average"] = list(os.getloadavg())
-    env["command"] = "python bench/mnist_recipe.py " + " ".join(shlex.quote(a) for a in argv)
+    env["command"] = "python bench/mnist_recipe_study.py " + " ".join(shlex.quote(a) for a in argv)
     env["omp_num_threads"] = os.environ.get("OMP_NUM_THREADS")
     return env
 
