@@ -227,11 +227,13 @@ def _run_reproduce(args: argparse.Namespace) -> int:
 def _add_export(sub: argparse._SubParsersAction) -> None:
     from .presets import PRESETS
 
-    p = sub.add_parser("export", help="copy a chapter's finished runs into records/ (without checkpoints)",
-                       description="Copy every complete run of CHAPTER on PRESET found under --runs into "
-                       "--to/CHAPTER/PRESET/ with its arrays and without its checkpoint: the records that "
-                       "`make book` then loads instead of training.")
-    p.add_argument("chapter", choices=("02_mnist", "03_benchmarks", "05_temperature"))
+    from .recorded import RECIPES
+
+    p = sub.add_parser("export", help="copy finished runs into records/ (without checkpoints)",
+                       description="Copy every complete run of RECIPE (mnist: chapters 2 and 5; benchmark: "
+                       "chapters 3 and 5) on PRESET found under --runs into --to/RECIPE/PRESET/ with its arrays "
+                       "and without its checkpoint: the records that `make book` then loads instead of training.")
+    p.add_argument("recipe", choices=RECIPES)
     p.add_argument("--preset", required=True, choices=PRESETS)
     p.add_argument("--runs", required=True, help="the runs folder the chapter trained into, e.g. runs/default")
     p.add_argument("--to", default="records", help="the records folder (default: records)")
@@ -241,9 +243,9 @@ def _add_export(sub: argparse._SubParsersAction) -> None:
 def _run_export(args: argparse.Namespace) -> int:
     from .recorded import export_all
 
-    exported = export_all(args.runs, args.to, args.chapter, args.preset)
+    exported = export_all(args.runs, args.to, args.recipe, args.preset)
     if not exported:
-        raise ValueError(f"no complete run of {args.chapter} on preset {args.preset} under {args.runs}")
+        raise ValueError(f"no complete {args.recipe} run on preset {args.preset} under {args.runs}")
     for path in exported:
         print(path)
     return 0

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
@@ -34,11 +35,11 @@ from .passes import evaluating
 from .recorded import write_arrays, write_weights
 from .records import params_digest
 from .runs import run_params
-from .schedules import AlphaWarmUp, Constant, Schedule, StepHeatUp
+from .schedules import AlphaWarmUp, Constant, Schedule, SmoothHeatUp, StepHeatUp
 from .train import TrainConfig, fit
 
 __all__ = ["MnistSettings", "CODE_MODULES", "GROUPS", "MnistJob", "mnist_inputs", "build_lenet", "features_of",
-           "schedules_of", "heatup_name", "embedding_numbers", "job_data", "job_params", "run_job",
+           "schedules_of", "heatup_name", "setting_names", "setting_of", "embedding_numbers", "job_data", "job_params", "run_job",
            "even_directions", "CLASS_INITS"]
 
 # The code that decides a chapter-2 run's numbers (its record's code fingerprint).
@@ -64,6 +65,7 @@ class MnistSettings:
     # at the start, and alpha warmed up from 1 over the first images.
     class_init: str = "even"        # "even" or "random" (the head's default)
     warmup_images: int = 15000      # 0: no warm-up
+    snapshot_size: int = 1000       # heat-up runs store these test digits' directions every epoch
 
     def __post_init__(self) -> None:
         check_int("mnist_train_size", self.train_size, 100, 60000)
@@ -79,7 +81,8 @@ class MnistSettings:
         check_float("mnist_alpha_factor", self.alpha_factor, 0.0, 1.0, min_open=True)
         check_float("mnist_lr_factor", self.lr_factor, 0.0, 1.0, min_open=True)
         check_choice("mnist_class_init", self.class_init, CLASS_INITS)
-        check_int("mnist_warmup_images", self.warmup_images, 0, self.train_size // 2)
+        check_int("mnist_warmup_images", self.warmup_images, min_value=0)
+        check_int("mnist_snapshot_size", self.snapshot_size, 0, self.test_size)
 
     @classmethod
     def from_parameters(cls, params: Mapping[str, Any]) -> MnistSettings:
@@ -121,7 +124,7 @@ def even_directions(num_classes: int, generator: torch.Generator) -> Tensor:
 
 
 def build_lenet(num_classes: int, alpha: float, seed: int, device: str | torch.device = "cpu",
-                class_init: str = "even") -> tuple[nn.Module, NormalizedSoftmax]:
+                class_init: str = "even", alpha_mode: str = "scheduled") -> tuple[nn.Module, NormalizedSoftmax]:
     """LeNet with a 2-d embedding and an "ln" head, initialised from ``seed`` without touching the global RNG.
 
     ``class_init="even"`` spreads the class weights evenly over the circle (a random rotation);
@@ -131,7 +134,7 @@ def build_lenet(num_classes: int, alpha: float, seed: int, device: str | torch.d
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         net = LeNet(embedding_dim=2)
-        head = NormalizedSoftmax(2, num_classes, alpha=alpha, variant="ln")
+        head = NormalizedSoftmax(2, num_classes, alpha=alpha, variant="ln", alpha_mode=alpha_mode)
     if class_init == "even":
         with torch.no_grad():
             head.weight.copy_(even_directions(num_classes, torch.Generator().manual_seed(seed)))
@@ -150,19 +153,53 @@ def heatup_name(settings: MnistSettings) -> str:
     return f"alpha={settings.heatup_alpha:g} heat-up"
 
 
-def schedules_of(settings: MnistSettings, num_images: int | None = None) -> dict[str, Schedule]:
-    """The chapter's settings by name: a constant alpha for each of ``alphas``, then the paper's step heat-up.
+def setting_names(settings: MnistSettings) -> list[str]:
+    """Chapter 2's five settings: a constant alpha for each of ``alphas``, then the paper's step heat-up."""
+    return [f"alpha={a:g}" for a in settings.alphas] + [heatup_name(settings)]
 
-    With ``warmup_images``, every alpha above 1 rises from 1 over the first ``warmup_images``
-    images of an epoch of ``num_images`` (default: ``train_size``).
+
+_SETTING = re.compile(r"^(?:alpha=(?P<alpha>[0-9.e+-]+)(?P<heat> heat-up| smooth heat-up \((?P<shape>\w+)\))?"
+                      r"|learned alpha \(from (?P<init>[0-9.e+-]+)\)|AdaCos (?P<adacos>fixed|dynamic))$")
+
+
+def setting_of(name: str, settings: MnistSettings, num_images: int | None = None) -> tuple[str, float, Schedule]:
+    """``(alpha_mode, initial alpha, schedule)`` of a setting named like the chapters name them.
+
+    ``"alpha=A"`` (constant), ``"alpha=A heat-up"`` (the paper's step at ``heatup_epoch``),
+    ``"alpha=A smooth heat-up (shape)"`` (linear, cosine or exponential, from ``2 heatup_epoch -
+    num_epochs`` to the last epoch, so that it is half done where the step is), ``"learned alpha
+    (from A)"``, ``"AdaCos fixed"``, ``"AdaCos dynamic"``. Scheduled alphas above 1 are warmed up
+    over the first ``warmup_images`` of epochs of ``num_images`` (default ``train_size``); learned
+    and AdaCos alphas are not, and their learning rate is constant.
     """
-    out: dict[str, Schedule] = {f"alpha={a:g}": Constant(a, settings.num_epochs) for a in settings.alphas}
-    out[heatup_name(settings)] = StepHeatUp(settings.heatup_alpha, settings.num_epochs, settings.heatup_epoch,
-                                            settings.alpha_factor, settings.lr_factor)
-    if settings.warmup_images:
-        epochs = settings.warmup_images / (num_images or settings.train_size)
-        out = {name: AlphaWarmUp(schedule, epochs) for name, schedule in out.items()}
-    return out
+    m = _SETTING.match(name)
+    if m is None:
+        raise ValueError(f"Unknown setting {name!r}: expected 'alpha=A', 'alpha=A heat-up', 'alpha=A smooth "
+                         "heat-up (linear|cosine|exponential)', 'learned alpha (from A)', 'AdaCos fixed' or "
+                         "'AdaCos dynamic'")
+    s, n = settings, settings.num_epochs
+    if m["adacos"]:
+        return f"adacos-{m['adacos']}", 1.0, Constant(1.0, n)
+    if m["init"]:
+        alpha = check_float("alpha", float(m["init"]), 0.0, min_open=True)
+        return "learned", alpha, Constant(alpha, n)
+    alpha = check_float("alpha", float(m["alpha"]), 0.0, min_open=True)
+    if not m["heat"]:
+        schedule: Schedule = Constant(alpha, n)
+    elif m["shape"] is None:
+        schedule = StepHeatUp(alpha, n, s.heatup_epoch, s.alpha_factor, s.lr_factor)
+    else:
+        start = max(0, 2 * s.heatup_epoch - n)
+        schedule = SmoothHeatUp(alpha, n, start, n - 1 if n - 1 > start else n, s.alpha_factor, s.lr_factor,
+                                m["shape"])
+    if s.warmup_images:
+        schedule = AlphaWarmUp(schedule, min(s.warmup_images / (num_images or s.train_size), n))
+    return "scheduled", alpha, schedule
+
+
+def schedules_of(settings: MnistSettings, num_images: int | None = None) -> dict[str, Schedule]:
+    """The schedules of chapter 2's five settings, by name (see :func:`setting_of`)."""
+    return {name: setting_of(name, settings, num_images)[2] for name in setting_names(settings)}
 
 
 def embedding_numbers(features: Tensor, labels: Tensor, weights: Tensor | None = None,
@@ -194,15 +231,19 @@ class MnistJob:
     """One run of chapter 2: a setting (a schedule of alpha) on a group of digits with a seed; plain data, picklable."""
 
     settings: MnistSettings
-    setting: str                    # a key of schedules_of(settings), e.g. "alpha=16 heat-up"
+    setting: str                    # a setting name (setting_of), e.g. "alpha=16 heat-up"
     group: str                      # "all-digits", or "digits-0-4" (zero-shot: tested on 5-9)
     seed: int                       # initial weights and batch order
     data_seed: int = 0              # which training and test digits (the same for every seed)
     preset: str | None = None
     mnist_root: str | None = None
     device: str = "cpu"
-    snapshot_size: int = 0          # test digits whose directions are stored after every epoch
     keep_weights: bool = False      # store the trained weights (the panel starts from them)
+
+    @property
+    def snapshot_size(self) -> int:
+        """Test digits whose directions are stored after every epoch: heat-up settings only."""
+        return self.settings.snapshot_size if "heat-up" in self.setting else 0
 
     @property
     def name(self) -> str:
@@ -235,15 +276,13 @@ def job_data(job: MnistJob) -> tuple[Tensor, Tensor, Tensor, Tensor]:
 def _build(job: MnistJob):
     """Everything ``fit`` takes for ``job``: net, head, schedule, batches, config, extra parameters."""
     X, y, _, _ = job_data(job)
-    schedules = schedules_of(job.settings, len(y))
-    check_choice("setting", job.setting, tuple(schedules))
-    schedule = schedules[job.setting]
-    net, head = build_lenet(GROUPS[job.group], schedule.alpha(0), job.seed, job.device, job.settings.class_init)
+    alpha_mode, alpha, schedule = setting_of(job.setting, job.settings, len(y))
+    net, head = build_lenet(GROUPS[job.group], alpha, job.seed, job.device, job.settings.class_init, alpha_mode)
     data = TensorBatches(X.to(job.device), y.to(job.device), job.settings.batch_size, transform=mnist_inputs)
     config = TrainConfig(lr=job.settings.lr, seed=job.seed, device=job.device, eval_every=1)
-    extra = {"chapter": "02_mnist", "group": job.group, "setting": job.setting, "preset": job.preset,
-             "data_seed": job.data_seed, "snapshot_size": job.snapshot_size,
-             "test_size": job.settings.test_size, "keep_weights": job.keep_weights}
+    # what else decides the record: chapters 2 and 5 share runs whose parameters are equal
+    extra = {"recipe": "mnist", "group": job.group, "setting": job.setting, "preset": job.preset,
+             "data_seed": job.data_seed, "snapshot_size": job.snapshot_size, "test_size": job.settings.test_size}
     return net, head, schedule, data, config, extra
 
 
@@ -254,7 +293,7 @@ def job_params(job: MnistJob) -> dict[str, Any]:
 
 
 def run_job(job: MnistJob, runs_dir: str | Path, progress: bool = False) -> Path:
-    """Train ``job`` (or load / resume its run) under ``runs_dir/02_mnist/``, then write the arrays the page draws; return the run folder.
+    """Train ``job`` (or load / resume its run) under ``runs_dir/mnist/``, then write the arrays the page draws; return the run folder.
 
     Arrays: ``test_features`` (N, 2) the normalised directions of the test digits, ``test_labels``,
     ``class_weights`` (C, 2) normalised. Per epoch the history holds the numbers of
@@ -264,7 +303,7 @@ def run_job(job: MnistJob, runs_dir: str | Path, progress: bool = False) -> Path
     net, head, schedule, data, config, extra = _build(job)
     _, _, X_test, y_test = job_data(job)
     params = run_params(net, head, schedule, data, config, extra)
-    run_dir = Path(runs_dir) / "02_mnist" / f"{job.name}-{params_digest(params)}"
+    run_dir = Path(runs_dir) / "mnist" / f"{job.name}-{params_digest(params)}"
     classified = job.group == "all-digits"  # zero-shot test digits have no class weight: no accuracy
 
     def eval_fn(net_: nn.Module, head_: NormalizedSoftmax) -> dict[str, float]:
@@ -281,6 +320,6 @@ def run_job(job: MnistJob, runs_dir: str | Path, progress: bool = False) -> Path
         extra_params=extra, progress=progress, code_modules=CODE_MODULES)
     write_arrays(run_dir, test_features=F.normalize(features_of(net, X_test, job.device), dim=1),
                  test_labels=y_test.to(torch.int8), class_weights=F.normalize(head.weight.detach().cpu(), dim=1))
-    if job.keep_weights:
+    if job.keep_weights:  # (not a parameter: an output of the same run)
         write_weights(run_dir, {"net": net.state_dict(), "head": head.state_dict()})
     return run_dir

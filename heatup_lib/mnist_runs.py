@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from functools import partial
 from pathlib import Path
 
-from .mnist_recipe import GROUPS, MnistJob, MnistSettings, heatup_name, job_params, run_job, schedules_of
+from .mnist_recipe import GROUPS, MnistJob, MnistSettings, job_params, run_job, setting_names
 from .pool import run_jobs
 from .recorded import WEIGHTS_FILE, ShownRun, find, load
 
@@ -21,38 +21,42 @@ def load_or_train(jobs: Sequence[MnistJob], *, runs_dir: str | Path, records_dir
                   processes: int = 1, retrain: bool = False, progress: bool = True) -> list[ShownRun]:
     """The shown run of every job: its committed record (``records_dir``, unless ``retrain``), else an earlier local run, else trained now.
 
-    Missing runs are trained in ``processes`` worker processes of one torch thread each.
+    Missing runs are trained in ``processes`` worker processes of one torch thread each. A job
+    that keeps its weights needs a record that has them.
     """
-    need = ("test_features", "class_weights")
     roots = ([] if retrain or records_dir is None else [(records_dir, "committed")]) + [(runs_dir, "local")]
-    found = [find(job_params(job), roots, need) for job in jobs]
+    found = []
+    for job in jobs:
+        shown = find(job_params(job), roots, need=("test_features", "class_weights"))
+        found.append(None if shown is None or (job.keep_weights and not kept_weights(shown)) else shown)
     missing = [job for job, shown in zip(jobs, found) if shown is None]
     trained = iter(run_jobs(partial(run_job, runs_dir=runs_dir), missing, processes=processes,
-                            desc="chapter 2 runs", progress=progress))
+                            desc="MNIST runs", progress=progress))
     return [shown if shown is not None else load(next(trained), origin="trained") for shown in found]
 
 
 def chapter_jobs(settings: MnistSettings, seeds: Sequence[int], *, preset: str | None, data_seed: int = 0,
-                 mnist_root: str | None = None, device: str = "cpu", snapshot_size: int = 0) -> list[MnistJob]:
-    """Every run of the chapter: each setting on all digits and zero-shot, for each seed.
+                 mnist_root: str | None = None, device: str = "cpu", names: Sequence[str] | None = None
+                 ) -> list[MnistJob]:
+    """Every run of a chapter: each setting (default: chapter 2's five) on all digits and zero-shot, for each seed.
 
-    The heat-up runs keep snapshots; the first seed's alpha = 16 run on all digits keeps its
-    weights (the training panel starts from them).
+    The first seed's alpha = 16 run on all digits keeps its weights (chapter 2's training panel
+    starts from them).
     """
-    heat = heatup_name(settings)
+    keeper = f"alpha={settings.heatup_alpha:g}"
     return [MnistJob(settings, name, group, seed, data_seed, preset, mnist_root, device,
-                     snapshot_size if name == heat else 0,
-                     keep_weights=group == "all-digits" and seed == seeds[0] and name == f"alpha={settings.heatup_alpha:g}")
-            for group in GROUPS for name in schedules_of(settings) for seed in seeds]
+                     keep_weights=(group, seed, name) == ("all-digits", seeds[0], keeper))
+            for group in GROUPS for name in (names or setting_names(settings)) for seed in seeds]
 
 
-def recorded_runs(records_dir: str | Path, preset: str) -> list[ShownRun]:
-    """Every complete chapter-2 run committed under ``records_dir`` for ``preset`` (made on any machine)."""
-    root = Path(records_dir) / "02_mnist" / preset  # where recorded.export_all puts them
+def recorded_runs(records_dir: str | Path, preset: str, names: Sequence[str] | None = None) -> list[ShownRun]:
+    """Every complete MNIST run committed under ``records_dir/mnist/<preset>/`` (made on any machine), optionally only the named settings."""
+    root = Path(records_dir) / "mnist" / preset  # where recorded.export_all puts them
     if not root.is_dir():
         return []
     found = [load(p.parent, origin="committed") for p in sorted(root.rglob("metrics.json"))]
-    return [r for r in found if r.params.get("extra", {}).get("chapter") == "02_mnist"]
+    return [r for r in found if r.params.get("extra", {}).get("recipe") == "mnist"
+            and (names is None or r.params["extra"]["setting"] in names)]
 
 
 def by_setting(runs: Sequence[ShownRun]) -> dict[tuple[str, str], list[ShownRun]]:

@@ -31,7 +31,7 @@ from .atomic import atomic_torch_save, atomic_write_bytes
 from .fingerprint import code_fingerprint
 
 __all__ = ["ARRAYS_FILE", "WEIGHTS_FILE", "ShownRun", "write_arrays", "read_arrays", "write_weights",
-           "read_weights", "export", "find", "load", "describe_origin", "run_chapter_and_preset", "export_all"]
+           "read_weights", "export", "find", "load", "describe_origin", "RECIPES", "run_recipe_and_preset", "export_all"]
 
 logger = logging.getLogger(__name__)
 
@@ -173,16 +173,19 @@ def describe_origin(runs: Iterable[ShownRun]) -> str:
     return text + (f"; **{stale} made by code that has changed since** (rerun with RETRAIN=1)" if stale else "")
 
 
-def run_chapter_and_preset(params: dict[str, Any]) -> tuple[str | None, str | None]:
-    """The chapter and preset a run's parameters name (chapter 2 and 5 runs say so in ``extra``; benchmark runs are chapter 3)."""
+RECIPES = ("mnist", "benchmark")  # the recipes whose runs pages show (chapters 2 and 5; 3 and 5)
+
+
+def run_recipe_and_preset(params: dict[str, Any]) -> tuple[str | None, str | None]:
+    """The recipe ("mnist" or "benchmark") and the preset a run's parameters name."""
     extra = params.get("extra", {}) if isinstance(params, dict) else {}
     if "benchmark" in extra:
-        return "03_benchmarks", extra["benchmark"].get("preset")
-    return extra.get("chapter"), extra.get("preset")
+        return "benchmark", extra["benchmark"].get("preset")
+    return extra.get("recipe"), extra.get("preset")
 
 
-def export_all(runs_root: str | Path, records_root: str | Path, chapter: str, preset: str) -> list[Path]:
-    """Export every complete run of ``chapter`` on ``preset`` under ``runs_root`` to ``records_root/<chapter>/<preset>/``.
+def export_all(runs_root: str | Path, records_root: str | Path, recipe: str, preset: str) -> list[Path]:
+    """Export every complete run of ``recipe`` on ``preset`` under ``runs_root`` to ``records_root/<recipe>/<preset>/``.
 
     A record keeps its run folder's name (which ends in its parameters' digest); what is there
     already under that name is replaced.
@@ -190,6 +193,6 @@ def export_all(runs_root: str | Path, records_root: str | Path, chapter: str, pr
     out = []
     for path in sorted(Path(runs_root).rglob(records.METRICS_FILE)):
         params = records.read_params(path.parent)
-        if params is not None and run_chapter_and_preset(params) == (chapter, preset):
-            out.append(export(path.parent, Path(records_root) / chapter / preset / path.parent.name))
+        if params is not None and run_recipe_and_preset(params) == (recipe, preset):
+            out.append(export(path.parent, Path(records_root) / recipe / preset / path.parent.name))
     return out

@@ -13,7 +13,7 @@ from _toys import blobs, make_head, make_mlp
 from heatup_lib.data.batches import TensorBatches
 from heatup_lib.fingerprint import state_fingerprint
 from heatup_lib.heads import NormalizedSoftmax
-from heatup_lib.passes import class_mean_init, evaluating, settle_batch_norm
+from heatup_lib.passes import class_mean_init, settle_batch_norm
 from heatup_lib.schedules import Constant
 from heatup_lib.seeding import epoch_generator
 from heatup_lib.train import TrainConfig, fit

@@ -10,8 +10,8 @@ import torch
 
 from heatup_lib.plots import distribution_grid, distribution_map, training_curves
 from heatup_lib.gradients import (
-    PEAK_X, gradient_norm, gradient_norm_autograd, gradient_share, head_gradient_norm, make_cosines, margin,
-    regime, sample_cosines, two_class_gradient_norm, two_class_peak_alpha, weights_and_features,
+    gradient_norm, gradient_share, make_cosines, margin,
+    sample_cosines,
 )
 
 

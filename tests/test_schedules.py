@@ -114,7 +114,22 @@ def test_epoch_beyond_the_run_raises(schedule) -> None:
 def test_schedule_from_dict_errors() -> None:
     with pytest.raises(ValueError, match="'kind'"):
         schedule_from_dict({"alpha": 1.0})
-    with pytest.raises(ValueError, match=r"kind must be one of \['Constant', 'SmoothHeatUp', 'StepHeatUp'\], got 'Warm'"):
+    with pytest.raises(ValueError, match=r"kind must be one of \['AlphaWarmUp', 'Constant', 'SmoothHeatUp', 'StepHeatUp'\], got 'Warm'"):
         schedule_from_dict({"kind": "Warm"})
     with pytest.raises(ValueError, match=r"unknown argument\(s\) \['base_alpha'\] for Constant"):
         schedule_from_dict({"kind": "Constant", "base_alpha": 1.0, "num_epochs": 3})
+
+
+def test_alpha_warm_up_rises_geometrically_then_hands_over() -> None:
+    from heatup_lib.schedules import AlphaWarmUp
+
+    inner = StepHeatUp(alpha=16.0, num_epochs=4, heatup_epoch=3)
+    w = AlphaWarmUp(inner, epochs=0.5, start_alpha=1.0)
+    # 1 -> 16 geometrically over half an epoch: 1, 2, 4, 8 at 0, 1/8, 1/4, 3/8
+    assert [w.alpha(t) for t in (0.0, 0.125, 0.25, 0.375)] == pytest.approx([1.0, 2.0, 4.0, 8.0])
+    assert [w.alpha(t) for t in (0.5, 2.0, 3.0)] == [16.0, 16.0, 4.0]
+    assert [w.lr_factor(t) for t in (0.1, 3.0)] == [1.0, 0.1] and w.num_epochs == 4
+    assert AlphaWarmUp(Constant(0.25, 2), 0.5).alpha(0.1) == 0.25  # at or below the start: no warm-up
+    assert schedule_from_dict(w.to_dict()) == w
+    with pytest.raises(ValueError, match="epochs must be a finite number > 0.0 and <= 4"):
+        AlphaWarmUp(inner, epochs=5.0)
