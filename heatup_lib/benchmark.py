@@ -37,12 +37,12 @@ from .heads import TABLE_ROWS, NormalizedSoftmax
 from .models import InceptionEmbedder
 from .presets import load_preset
 from .records import load_checkpoint, load_record, params_digest
-from .schedules import Constant, Schedule, StepHeatUp
+from .schedules import Constant, Schedule, StepHeatUp, named_schedule
 from .train import TrainConfig, TrainResult, fit
 
 __all__ = ["DATASETS", "ROWS", "PAPER_ROWS", "BACKBONES", "RECALL_KS", "RECIPES", "HeatUp", "Settings",
            "settings_for", "row_alpha", "make_schedule", "build_backbone", "check_device",
-           "run_experiment", "CODE_MODULES", "SETTING_NAMES", "scaled_heatup", "load_trained",
+           "run_experiment", "temperature_of", "CODE_MODULES", "SETTING_NAMES", "scaled_heatup", "load_trained",
            "check_same_data", "evaluate_run"]
 
 log = logging.getLogger(__name__)
@@ -192,6 +192,21 @@ def make_schedule(row: str, settings: Settings) -> Schedule:
     return Constant(alpha, settings.num_epochs)
 
 
+def temperature_of(row: str, settings: Settings, temperature: str | None = None) -> tuple[str, float, Schedule]:
+    """``(alpha_mode, initial alpha, schedule)`` of a row, or of a named temperature setting on the row's head variant.
+
+    ``temperature`` names a setting of :func:`heatup_lib.schedules.named_schedule` (e.g.
+    ``"learned alpha (from 16)"``, ``"alpha=16 smooth heat-up (cosine)"``); the heat-up epoch and
+    factors come from ``settings.heat_up``. The plain softmax rows (SM, LS) take none.
+    """
+    if temperature is None:
+        return "scheduled", row_alpha(row, settings), make_schedule(row, settings)
+    if TABLE_ROWS[check_choice("row", row, ROWS)][0] == "sm":
+        raise ValueError(f"row {row!r} is a plain softmax: a temperature setting needs an 'ln' or 'bn' row")
+    h = settings.heat_up
+    return named_schedule(temperature, settings.num_epochs, h.heatup_epoch, h.alpha_factor, h.lr_factor)
+
+
 def build_backbone(settings: Settings, bottleneck_bias: bool) -> nn.Module:
     """The settings' backbone with its 1x1 bottleneck to ``embedding_dim`` (ImageNet weights for inception when asked)."""
     pretrained: bool | str = settings.weights if settings.weights is not None else settings.pretrained
@@ -223,16 +238,19 @@ def _resolve_cache(dataset: str, settings: Settings, cache_dir: str | Path | Non
 def run_experiment(dataset: str, row: str, settings: Settings, *, cache_dir: str | Path | None = None,
                    data_root: str | Path | None = None, runs_dir: str | Path = "runs",
                    preset: str | None = None, run_name: str | None = None, callbacks: Iterable = (),
-                   standin: str | None = None, progress: bool = True) -> TrainResult:
+                   standin: str | None = None, temperature: str | None = None,
+                   progress: bool = True) -> TrainResult:
     """Train one table row on a benchmark end to end (or load its record) and return the :class:`TrainResult`.
 
     ``cache_dir`` is a cache made by ``heatup prepare``; otherwise ``data_root`` (the dataset's
     official folder) is decoded once into ``runs_dir/cache``. The run folder is
     ``runs_dir/<dataset>-<row>-<digest>`` unless ``run_name`` names it. ``standin`` describes data
     that is not the named dataset; it is stored in the record so that every table says so.
+    ``temperature`` replaces the row's alpha schedule by a named setting (:func:`temperature_of`).
     """
     check_choice("dataset", dataset, DATASETS)
     variant, heat_up = TABLE_ROWS[check_choice("row", row, ROWS)]
+    alpha_mode, alpha, schedule = temperature_of(row, settings, temperature)
     dev = check_device(settings.train.device)
     runs_dir = Path(runs_dir)
     cache_path = _resolve_cache(dataset, settings, cache_dir, data_root, runs_dir, progress)
@@ -248,8 +266,8 @@ def run_experiment(dataset: str, row: str, settings: Settings, *, cache_dir: str
     with torch.random.fork_rng(devices=[]):  # the seed decides the initial weights; the caller's RNG is untouched
         torch.manual_seed(settings.train.seed)
         net = build_backbone(settings, bottleneck_bias=variant != "bn")
-        head = NormalizedSoftmax(settings.embedding_dim, num_classes, alpha=row_alpha(row, settings),
-                                 variant=variant, bias=settings.bias)
+        head = NormalizedSoftmax(settings.embedding_dim, num_classes, alpha=alpha, variant=variant,
+                                 bias=settings.bias, alpha_mode=alpha_mode)
     config = settings.train
     if row == "ls":
         config = dataclasses.replace(config, label_smoothing=settings.ls_smoothing)
@@ -271,9 +289,11 @@ def run_experiment(dataset: str, row: str, settings: Settings, *, cache_dir: str
              "bottleneck_bias": variant != "bn", "head_bias": settings.bias, "num_classes": num_classes,
              "input_normalization": norm}
     extra = {"benchmark": {"dataset": dataset, "row": row, "variant": variant, "heat_up": heat_up,
-                           "preset": preset, "settings": settings.to_dict(), "data": data, "model": model}}
-    run_dir = runs_dir / (run_name or f"{dataset}-{row}-{params_digest(extra)[:10]}")
-    result = fit(net, head, make_schedule(row, settings), batches, config, run_dir=run_dir, eval_fn=eval_fn,
+                           "preset": preset, "settings": settings.to_dict(), "data": data, "model": model,
+                           "temperature": temperature}}
+    slug = f"-{temperature.replace('=', '').replace(' ', '-').replace('(', '').replace(')', '')}" if temperature else ""
+    run_dir = runs_dir / (run_name or f"{dataset}-{row}{slug}-{params_digest(extra)[:10]}")
+    result = fit(net, head, schedule, batches, config, run_dir=run_dir, eval_fn=eval_fn,
                  callbacks=tuple(callbacks), extra_params=extra, progress=progress, code_modules=CODE_MODULES)
     if is_rank0():
         atomic_write_json(run_dir / SOURCE_FILE, {"cache": str(Path(cache_path).resolve())})
@@ -298,8 +318,9 @@ def load_trained(run_dir: str | Path, device: str | torch.device = "cpu"
         raise ValueError(f"{run_dir}/checkpoint.pt holds no 'net'/'head' weights; its keys are {sorted(checkpoint)}")
     settings, model = Settings.from_dict(block["settings"]), block["model"]
     net = build_backbone(dataclasses.replace(settings, pretrained=False, weights=None), model["bottleneck_bias"])
+    alpha_mode = temperature_of(block["row"], settings, block.get("temperature"))[0]
     head = NormalizedSoftmax(model["embedding_dim"], model["num_classes"], variant=block["variant"],
-                             bias=model["head_bias"])
+                             bias=model["head_bias"], alpha_mode=alpha_mode)
     net.load_state_dict(checkpoint["net"])
     head.load_state_dict(checkpoint["head"])
     dev = check_device(device)

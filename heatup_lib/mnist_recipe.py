@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
@@ -29,13 +28,13 @@ from .data.mnist import load_mnist
 from .fingerprint import CORE_MODULES
 from .geometry import angular_summary
 from .heads import NormalizedSoftmax
-from .metrics import nmi, recall_at_k
+from .metrics import map_at_r, nmi, recall_at_k
 from .models import LeNet
 from .passes import evaluating
 from .recorded import write_arrays, write_weights
 from .records import params_digest
 from .runs import run_params
-from .schedules import AlphaWarmUp, Constant, Schedule, SmoothHeatUp, StepHeatUp
+from .schedules import Schedule, named_schedule
 from .train import TrainConfig, fit
 
 __all__ = ["MnistSettings", "CODE_MODULES", "GROUPS", "MnistJob", "mnist_inputs", "build_lenet", "features_of",
@@ -158,43 +157,15 @@ def setting_names(settings: MnistSettings) -> list[str]:
     return [f"alpha={a:g}" for a in settings.alphas] + [heatup_name(settings)]
 
 
-_SETTING = re.compile(r"^(?:alpha=(?P<alpha>[0-9.e+-]+)(?P<heat> heat-up| smooth heat-up \((?P<shape>\w+)\))?"
-                      r"|learned alpha \(from (?P<init>[0-9.e+-]+)\)|AdaCos (?P<adacos>fixed|dynamic))$")
-
-
 def setting_of(name: str, settings: MnistSettings, num_images: int | None = None) -> tuple[str, float, Schedule]:
-    """``(alpha_mode, initial alpha, schedule)`` of a setting named like the chapters name them.
+    """``(alpha_mode, initial alpha, schedule)`` of a named setting (:func:`heatup_lib.schedules.named_schedule`).
 
-    ``"alpha=A"`` (constant), ``"alpha=A heat-up"`` (the paper's step at ``heatup_epoch``),
-    ``"alpha=A smooth heat-up (shape)"`` (linear, cosine or exponential, from ``2 heatup_epoch -
-    num_epochs`` to the last epoch, so that it is half done where the step is), ``"learned alpha
-    (from A)"``, ``"AdaCos fixed"``, ``"AdaCos dynamic"``. Scheduled alphas above 1 are warmed up
-    over the first ``warmup_images`` of epochs of ``num_images`` (default ``train_size``); learned
-    and AdaCos alphas are not, and their learning rate is constant.
+    Scheduled alphas above 1 are warmed up over the first ``warmup_images`` of epochs of
+    ``num_images`` images (default ``train_size``).
     """
-    m = _SETTING.match(name)
-    if m is None:
-        raise ValueError(f"Unknown setting {name!r}: expected 'alpha=A', 'alpha=A heat-up', 'alpha=A smooth "
-                         "heat-up (linear|cosine|exponential)', 'learned alpha (from A)', 'AdaCos fixed' or "
-                         "'AdaCos dynamic'")
-    s, n = settings, settings.num_epochs
-    if m["adacos"]:
-        return f"adacos-{m['adacos']}", 1.0, Constant(1.0, n)
-    if m["init"]:
-        alpha = check_float("alpha", float(m["init"]), 0.0, min_open=True)
-        return "learned", alpha, Constant(alpha, n)
-    alpha = check_float("alpha", float(m["alpha"]), 0.0, min_open=True)
-    if not m["heat"]:
-        schedule: Schedule = Constant(alpha, n)
-    elif m["shape"] is None:
-        schedule = StepHeatUp(alpha, n, s.heatup_epoch, s.alpha_factor, s.lr_factor)
-    else:
-        start = max(0, 2 * s.heatup_epoch - n)
-        schedule = SmoothHeatUp(alpha, n, start, n - 1 if n - 1 > start else n, s.alpha_factor, s.lr_factor,
-                                m["shape"])
-    if s.warmup_images:
-        schedule = AlphaWarmUp(schedule, min(s.warmup_images / (num_images or s.train_size), n))
-    return "scheduled", alpha, schedule
+    s = settings
+    warmup = min(s.warmup_images / (num_images or s.train_size), s.num_epochs) if s.warmup_images else 0.0
+    return named_schedule(name, s.num_epochs, s.heatup_epoch, s.alpha_factor, s.lr_factor, warmup)
 
 
 def schedules_of(settings: MnistSettings, num_images: int | None = None) -> dict[str, Schedule]:
@@ -207,7 +178,7 @@ def embedding_numbers(features: Tensor, labels: Tensor, weights: Tensor | None =
     """What the chapter measures on 2-d features (N, 2): accuracy by nearest class weight, Recall@1, NMI, compactness, spread.
 
     ``test_accuracy`` (only with ``weights`` (C, 2)): the share of samples whose nearest normalised class
-    weight in angle is their own; ``recall@1`` and ``nmi`` of the normalised features
+    weight in angle is their own; ``recall@1``, ``map@r`` and ``nmi`` of the normalised features
     (:mod:`heatup_lib.metrics`); compactness and spread in degrees (:mod:`heatup_lib.geometry`).
     """
     emb = F.normalize(features, dim=1)
@@ -216,6 +187,7 @@ def embedding_numbers(features: Tensor, labels: Tensor, weights: Tensor | None =
         predicted = (emb @ F.normalize(weights, dim=1).T).argmax(dim=1)
         out["test_accuracy"] = float((predicted == labels).double().mean())
     out["recall@1"] = recall_at_k(emb, labels, ks=(1,))[1]
+    out["map@r"] = map_at_r(emb, labels)
     out["nmi"] = nmi(emb, labels, seed=seed)
     out.update(angular_summary(emb, labels))
     return out

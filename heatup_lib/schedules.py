@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -28,7 +29,7 @@ from torch import Tensor
 
 from .checks import check_float, check_int, is_integer
 
-__all__ = ["Schedule", "Constant", "StepHeatUp", "SmoothHeatUp", "AlphaWarmUp", "SHAPES", "schedule_from_dict",
+__all__ = ["Schedule", "Constant", "StepHeatUp", "SmoothHeatUp", "AlphaWarmUp", "SHAPES", "schedule_from_dict", "named_schedule",
            "adacos_fixed_alpha", "adacos_dynamic_alpha"]
 
 SHAPES: tuple[str, ...] = ("linear", "cosine", "exponential")
@@ -235,6 +236,46 @@ class AlphaWarmUp(Schedule):
         """``kind``, the inner schedule's dict, ``epochs`` and ``start_alpha``."""
         return {"kind": "AlphaWarmUp", "schedule": self.schedule.to_dict(), "epochs": self.epochs,
                 "start_alpha": self.start_alpha}
+
+
+_SETTING = re.compile(r"^(?:alpha=(?P<alpha>[0-9.e+-]+)(?P<heat> heat-up| smooth heat-up \((?P<shape>\w+)\))?"
+                      r"|learned alpha \(from (?P<init>[0-9.e+-]+)\)|AdaCos (?P<adacos>fixed|dynamic))$")
+
+
+def named_schedule(name: str, num_epochs: int, heatup_epoch: int, alpha_factor: float = 0.25,
+                   lr_factor: float = 0.1, warmup_epochs: float = 0.0) -> tuple[str, float, Schedule]:
+    """Where a named setting's alpha comes from: ``(alpha_mode of the head, initial alpha, schedule)``.
+
+    The names the chapters use: ``"alpha=A"`` (constant), ``"alpha=A heat-up"`` (the paper's step
+    at ``heatup_epoch``), ``"alpha=A smooth heat-up (shape)"`` (linear, cosine or exponential,
+    from ``2 heatup_epoch - num_epochs`` to the last epoch, half done where the step is),
+    ``"learned alpha (from A)"``, ``"AdaCos fixed"`` and ``"AdaCos dynamic"``. Scheduled alphas
+    above 1 are warmed up from 1 over ``warmup_epochs`` (:class:`AlphaWarmUp`); learned and
+    AdaCos alphas are not, and their learning rate stays constant.
+    """
+    m = _SETTING.match(name) if isinstance(name, str) else None
+    if m is None:
+        raise ValueError(f"Unknown setting {name!r}: expected 'alpha=A', 'alpha=A heat-up', 'alpha=A smooth "
+                         "heat-up (linear|cosine|exponential)', 'learned alpha (from A)', 'AdaCos fixed' or "
+                         "'AdaCos dynamic'")
+    n = _epochs(num_epochs)
+    if m["adacos"]:
+        return f"adacos-{m['adacos']}", 1.0, Constant(1.0, n)
+    if m["init"]:
+        alpha = _positive("alpha", float(m["init"]))
+        return "learned", alpha, Constant(alpha, n)
+    alpha = _positive("alpha", float(m["alpha"]))
+    if not m["heat"]:
+        schedule: Schedule = Constant(alpha, n)
+    elif m["shape"] is None:
+        schedule = StepHeatUp(alpha, n, heatup_epoch, alpha_factor, lr_factor)
+    else:
+        start = max(0, 2 * heatup_epoch - n)
+        schedule = SmoothHeatUp(alpha, n, start, n - 1 if n - 1 > start else n, alpha_factor, lr_factor,
+                                m["shape"])
+    if warmup_epochs:
+        schedule = AlphaWarmUp(schedule, warmup_epochs)
+    return "scheduled", alpha, schedule
 
 
 _KINDS: dict[str, type[Schedule]] = {cls.__name__: cls for cls in (Constant, StepHeatUp, SmoothHeatUp,

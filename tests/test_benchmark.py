@@ -169,3 +169,19 @@ def test_class_mean_init_runs_inside_fit_after_settling(cub_cache, tmp_path):
         head = NormalizedSoftmax(64, 4, alpha=16.0, variant="ln")
     assert result.params["head"]["init_sha256"] == state_fingerprint(head)
     assert result.params["net"]["init_sha256"] == state_fingerprint(net)
+
+
+def test_a_temperature_setting_replaces_the_rows_schedule(cub_cache, tmp_path):
+    """Chapter 5 trains a row's head with a learned alpha: it is trained, recorded and evaluated again."""
+    settings = B.settings_for("cub200", "smoke", **TINY)
+    with pytest.raises(ValueError, match="plain softmax"):
+        B.temperature_of("sm", settings, "learned alpha (from 16)")
+    result = B.run_experiment("cub200", "ln", settings, cache_dir=cub_cache, runs_dir=tmp_path, preset="smoke",
+                              temperature="learned alpha (from 16)", progress=False)
+    assert "learned-alpha-from-16" in result.run_dir.name
+    steps = [a for h in result.history for a in h["alpha_steps"]]
+    assert steps[0] == pytest.approx(16.0, rel=1e-6) and len(set(steps)) == len(steps)  # it moves every step
+    block = records.read_params(result.run_dir)["extra"]["benchmark"]
+    assert block["temperature"] == "learned alpha (from 16)"
+    scores = B.evaluate_run(result.run_dir)
+    assert scores["recall@1"] == pytest.approx(result.metrics["recall@1"], abs=1e-6)
