@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from torch import nn
+from torch import Tensor, nn
 
 from . import metrics
 from .atomic import atomic_write_json
@@ -38,11 +38,14 @@ from .models import InceptionEmbedder
 from .presets import load_preset
 from .records import load_checkpoint, load_record, params_digest
 from .schedules import Constant, Schedule, StepHeatUp, named_schedule
+from .passes import evaluating
+from .recorded import ARRAYS_FILE, write_arrays
+from .runs import run_params
 from .train import TrainConfig, TrainResult, fit
 
 __all__ = ["DATASETS", "ROWS", "PAPER_ROWS", "BACKBONES", "RECALL_KS", "RECIPES", "HeatUp", "Settings",
            "settings_for", "row_alpha", "make_schedule", "build_backbone", "check_device",
-           "run_experiment", "temperature_of", "CODE_MODULES", "SETTING_NAMES", "scaled_heatup", "load_trained",
+           "run_experiment", "run_params_of", "temperature_of", "CODE_MODULES", "SETTING_NAMES", "scaled_heatup", "load_trained",
            "check_same_data", "evaluate_run"]
 
 log = logging.getLogger(__name__)
@@ -235,25 +238,26 @@ def _resolve_cache(dataset: str, settings: Settings, cache_dir: str | Path | Non
     return Path(prepare_dataset(dataset, data_root, out, size=settings.image_size, progress=progress))
 
 
-def run_experiment(dataset: str, row: str, settings: Settings, *, cache_dir: str | Path | None = None,
-                   data_root: str | Path | None = None, runs_dir: str | Path = "runs",
-                   preset: str | None = None, run_name: str | None = None, callbacks: Iterable = (),
-                   standin: str | None = None, temperature: str | None = None,
-                   progress: bool = True) -> TrainResult:
-    """Train one table row on a benchmark end to end (or load its record) and return the :class:`TrainResult`.
+@dataclass
+class _Prepared:
+    """Everything one benchmark run needs before ``fit``."""
 
-    ``cache_dir`` is a cache made by ``heatup prepare``; otherwise ``data_root`` (the dataset's
-    official folder) is decoded once into ``runs_dir/cache``. The run folder is
-    ``runs_dir/<dataset>-<row>-<digest>`` unless ``run_name`` names it. ``standin`` describes data
-    that is not the named dataset; it is stored in the record so that every table says so.
-    ``temperature`` replaces the row's alpha schedule by a named setting (:func:`temperature_of`).
-    """
+    net: nn.Module
+    head: NormalizedSoftmax
+    schedule: Schedule
+    batches: CachedBatches
+    config: TrainConfig
+    extra: dict[str, Any]
+    test_cache: ImageCache
+
+
+def _prepare(dataset: str, row: str, settings: Settings, cache_path: Path, preset: str | None,
+             standin: str | None, temperature: str | None) -> _Prepared:
+    """The seeded network and head, schedule, batches, config and record parameters of one run on a prepared cache."""
     check_choice("dataset", dataset, DATASETS)
     variant, heat_up = TABLE_ROWS[check_choice("row", row, ROWS)]
     alpha_mode, alpha, schedule = temperature_of(row, settings, temperature)
     dev = check_device(settings.train.device)
-    runs_dir = Path(runs_dir)
-    cache_path = _resolve_cache(dataset, settings, cache_dir, data_root, runs_dir, progress)
     train_cache, test_cache = ImageCache.open(cache_path, "train"), ImageCache.open(cache_path, "test")
     side = int(train_cache.images.shape[1])
     if settings.crop_size > side:
@@ -274,15 +278,6 @@ def run_experiment(dataset: str, row: str, settings: Settings, *, cache_dir: str
     norm = dict(net.input_normalization)
     batches = CachedBatches(train_cache, settings.batch_size, train=True, device=dev,
                             crop=settings.crop_size, channels_last=config.channels_last, **norm)
-    test_data: list = []  # built at the first evaluation, then reused (a finished run loads without it)
-
-    def eval_fn(net_: nn.Module, head_: NormalizedSoftmax) -> dict[str, float]:
-        if not test_data:
-            test_data.append(eval_batches(test_cache, net_, settings.crop_size, settings.eval_batch_size, dev))
-        emb, y = embed_split(net_, head_, test_data[0], device=dev, amp=config.amp,
-                             channels_last=config.channels_last)
-        return {k: float(v) for k, v in metrics.evaluate(emb, y, dataset=dataset).items()}
-
     data = {"dataset": dataset, "train": cache_summary(train_cache), "test": cache_summary(test_cache),
             "image_size": side, "standin": standin}
     model = {"backbone": settings.backbone, "embedding_dim": settings.embedding_dim,
@@ -291,12 +286,61 @@ def run_experiment(dataset: str, row: str, settings: Settings, *, cache_dir: str
     extra = {"benchmark": {"dataset": dataset, "row": row, "variant": variant, "heat_up": heat_up,
                            "preset": preset, "settings": settings.to_dict(), "data": data, "model": model,
                            "temperature": temperature}}
-    slug = f"-{temperature.replace('=', '').replace(' ', '-').replace('(', '').replace(')', '')}" if temperature else ""
-    run_dir = runs_dir / (run_name or f"{dataset}-{row}{slug}-{params_digest(extra)[:10]}")
-    result = fit(net, head, schedule, batches, config, run_dir=run_dir, eval_fn=eval_fn,
-                 callbacks=tuple(callbacks), extra_params=extra, progress=progress, code_modules=CODE_MODULES)
+    return _Prepared(net, head, schedule, batches, config, extra, test_cache)
+
+
+def run_params_of(dataset: str, row: str, settings: Settings, cache_dir: str | Path, *, preset: str | None = None,
+                  standin: str | None = None, temperature: str | None = None) -> dict[str, Any]:
+    """The parameters (``params.json``) a run would have, without training it: what a committed record is looked up by."""
+    p = _prepare(dataset, row, settings, Path(cache_dir), preset, standin, temperature)
+    return run_params(p.net, p.head, p.schedule, p.batches, p.config, p.extra)
+
+
+def run_experiment(dataset: str, row: str, settings: Settings, *, cache_dir: str | Path | None = None,
+                   data_root: str | Path | None = None, runs_dir: str | Path = "runs",
+                   preset: str | None = None, run_name: str | None = None, callbacks: Iterable = (),
+                   standin: str | None = None, temperature: str | None = None,
+                   progress: bool = True) -> TrainResult:
+    """Train one table row on a benchmark end to end (or load its record) and return the :class:`TrainResult`.
+
+    ``cache_dir`` is a cache made by ``heatup prepare``; otherwise ``data_root`` (the dataset's
+    official folder) is decoded once into ``runs_dir/cache``. The run folder is
+    ``runs_dir/<dataset>-<row>-<digest>`` unless ``run_name`` names it. ``standin`` describes data
+    that is not the named dataset; it is stored in the record so that every table says so.
+    ``temperature`` replaces the row's alpha schedule by a named setting (:func:`temperature_of`).
+    Besides the record, the run folder gets ``arrays.npz`` (the test embeddings in float16 and the
+    labels), what a page draws from a committed record without its checkpoint.
+    """
+    check_choice("dataset", dataset, DATASETS)
+    check_choice("row", row, ROWS)
+    temperature_of(row, settings, temperature)  # a bad name fails before any data is touched
+    dev = check_device(settings.train.device)
+    runs_dir = Path(runs_dir)
+    cache_path = _resolve_cache(dataset, settings, cache_dir, data_root, runs_dir, progress)
+    p = _prepare(dataset, row, settings, cache_path, preset, standin, temperature)
+    test_data: list = []  # built at the first evaluation, then reused (a finished run loads without it)
+
+    def embed(net_: nn.Module, head_: NormalizedSoftmax) -> tuple[Tensor, Tensor]:
+        if not test_data:
+            test_data.append(eval_batches(p.test_cache, net_, settings.crop_size, settings.eval_batch_size, dev))
+        return embed_split(net_, head_, test_data[0], device=dev, amp=p.config.amp,
+                           channels_last=p.config.channels_last)
+
+    def eval_fn(net_: nn.Module, head_: NormalizedSoftmax) -> dict[str, float]:
+        emb, y = embed(net_, head_)
+        return {k: float(v) for k, v in metrics.evaluate(emb, y, dataset=dataset).items()}
+
+    slug = temperature.replace("=", "").replace(" ", "-").replace("(", "").replace(")", "") if temperature else ""
+    name = run_name or f"{dataset}-{row}{'-' + slug if slug else ''}-{params_digest(p.extra)[:10]}"
+    run_dir = runs_dir / name
+    result = fit(p.net, p.head, p.schedule, p.batches, p.config, run_dir=run_dir, eval_fn=eval_fn,
+                 callbacks=tuple(callbacks), extra_params=p.extra, progress=progress, code_modules=CODE_MODULES)
     if is_rank0():
         atomic_write_json(run_dir / SOURCE_FILE, {"cache": str(Path(cache_path).resolve())})
+        if not (run_dir / ARRAYS_FILE).is_file():
+            with evaluating(p.net, p.head):
+                emb, y = embed(p.net, p.head)
+            write_arrays(run_dir, test_embeddings=emb.half(), test_labels=y.to(torch.int32))
     return result
 
 
