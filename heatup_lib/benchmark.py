@@ -37,10 +37,10 @@ from .heads import TABLE_ROWS, NormalizedSoftmax
 from .models import InceptionEmbedder
 from .presets import load_preset
 from .records import load_checkpoint, load_record, params_digest
-from .schedules import Constant, Schedule, StepHeatUp, named_schedule
 from .passes import evaluating
 from .recorded import ARRAYS_FILE, write_arrays
-from .runs import run_params
+from .runs import check_run_name, run_params
+from .schedules import Constant, Schedule, StepHeatUp, named_schedule
 from .train import TrainConfig, TrainResult, fit
 
 __all__ = ["DATASETS", "ROWS", "PAPER_ROWS", "BACKBONES", "RECALL_KS", "RECIPES", "HeatUp", "Settings",
@@ -218,19 +218,25 @@ def build_backbone(settings: Settings, bottleneck_bias: bool) -> nn.Module:
         return InceptionEmbedder(settings.embedding_dim, pretrained=pretrained, bottleneck_bias=bottleneck_bias)
 
 
+def _check_folder(what: str, path: str | Path, hint: str) -> None:
+    """``FileNotFoundError`` when ``path`` is missing, ``NotADirectoryError`` when it is a file."""
+    if Path(path).is_file():
+        raise NotADirectoryError(f"{what} {str(path)!r} is a file, not a folder; {hint}")
+    if not Path(path).is_dir():
+        raise FileNotFoundError(f"{what} {str(path)!r} does not exist; {hint}")
+
+
 def _resolve_cache(dataset: str, settings: Settings, cache_dir: str | Path | None,
                    data_root: str | Path | None, runs_dir: Path, progress: bool) -> Path:
     """The prepared cache folder: ``cache_dir`` as given, or ``data_root`` decoded once into ``runs_dir/cache``."""
     if cache_dir is not None:
-        if not Path(cache_dir).is_dir():
-            raise FileNotFoundError(f"cache folder {str(cache_dir)!r} does not exist; make one with "
-                                    f"`heatup prepare {dataset} --root DATA --out CACHE`")
+        _check_folder("cache folder", cache_dir,
+                      f"make one with `heatup prepare {dataset} --root DATA --out CACHE`")
         return Path(cache_dir)
     if data_root is None:
         raise ValueError("give a data root (the dataset's official folder) or a prepared cache; got neither")
-    if not Path(data_root).is_dir():
-        raise FileNotFoundError(f"data root {str(data_root)!r} does not exist; it must hold {dataset} "
-                                "in its official layout (see `heatup prepare --help`)")
+    _check_folder("data root", data_root,
+                  f"it must hold {dataset} in its official layout (see `heatup prepare --help`)")
     if launched_world_size() > 1:
         raise ValueError(f"data_root={str(data_root)!r} is not a prepared cache; with several processes, "
                          f"prepare it once first (`heatup prepare {dataset} --root {data_root} --out CACHE`)")
@@ -260,6 +266,13 @@ def _prepare(dataset: str, row: str, settings: Settings, cache_path: Path, prese
     dev = check_device(settings.train.device)
     train_cache, test_cache = ImageCache.open(cache_path, "train"), ImageCache.open(cache_path, "test")
     side = int(train_cache.images.shape[1])
+    if train_cache.dataset != dataset:
+        raise ValueError(f"the cache {cache_path} holds {train_cache.dataset!r}, not {dataset!r}")
+    if settings.image_size != side:
+        size = settings.image_size
+        raise ValueError(f"image_size={size} but the cache {cache_path} holds {side}-px images; "
+                         f"pass image_size={side} (--image-size {side}) or prepare a {size}-px "
+                         f"cache (heatup prepare {dataset} --size {size})")
     if settings.crop_size > side:
         raise ValueError(f"crop_size={settings.crop_size} is larger than the cached images ({side} px) "
                          f"in {cache_path}")
@@ -315,7 +328,11 @@ def run_experiment(dataset: str, row: str, settings: Settings, *, cache_dir: str
     check_choice("row", row, ROWS)
     temperature_of(row, settings, temperature)  # a bad name fails before any data is touched
     dev = check_device(settings.train.device)
+    if run_name is not None:
+        check_run_name(run_name)
     runs_dir = Path(runs_dir)
+    if runs_dir.exists() and not runs_dir.is_dir():
+        raise NotADirectoryError(f"runs_dir {str(runs_dir)!r} is a file, not a folder")
     cache_path = _resolve_cache(dataset, settings, cache_dir, data_root, runs_dir, progress)
     p = _prepare(dataset, row, settings, cache_path, preset, standin, temperature)
     test_data: list = []  # built at the first evaluation, then reused (a finished run loads without it)
@@ -397,10 +414,12 @@ def evaluate_run(run_dir: str | Path, *, cache_dir: str | Path | None = None, da
     classes, images, size) is refused unless ``other_data``. With ``return_embeddings`` the result
     is ``(metrics, embeddings (N, D), labels (N,), test cache)``.
     """
-    net, head, block = load_trained(run_dir, device)
-    settings = Settings.from_dict(block["settings"])
     if batch_size is not None:
         check_int("batch_size", batch_size, min_value=1)
+    check_bool("other_data", other_data)
+    _check_folder("run folder", run_dir, "give the folder of a benchmark run (with params.json)")
+    net, head, block = load_trained(run_dir, device)
+    settings = Settings.from_dict(block["settings"])
     if cache_dir is None and data_root is not None:
         cache_dir = _resolve_cache(block["dataset"], settings, None, data_root, Path(run_dir).parent, progress)
     test_cache = ImageCache.open(cache_dir if cache_dir is not None else run_cache(run_dir), "test")
@@ -408,6 +427,9 @@ def evaluate_run(run_dir: str | Path, *, cache_dir: str | Path | None = None, da
     if differences and not other_data:
         raise ValueError(f"{test_cache.path} is not the data run {run_dir} was trained for: "
                          f"{'; '.join(differences)}; pass other_data=True (--other-data) to evaluate anyway")
+    if differences:
+        log.warning("evaluating run %s on other data (%s): %s", run_dir, test_cache.path,
+                    "; ".join(differences))
     dev = check_device(device)
     emb, y = embed_split(net, head, test_cache, device=dev, crop_size=settings.crop_size,
                          batch_size=batch_size or settings.eval_batch_size,

@@ -2,14 +2,20 @@
 
 Each subcommand has an ``_add_<name>`` function that declares its arguments and a ``_run_<name>``
 function that calls the library; the library itself never imports this module.
+
+Errors: :func:`main` is the one place that turns the library's named errors (:func:`_user_error`)
+into one line on stderr and exit status 2; anything else is a bug and keeps its traceback. Ctrl-C
+prints where the work can be resumed and exits with 130.
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
+import shlex
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 __all__ = ["main", "build_parser"]
 
@@ -39,7 +45,14 @@ def _add_prepare(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_run_prepare)
 
 
+def _check_out_folder(option: str, path: str) -> None:
+    """Refuse an output folder that is a file, before any work is done."""
+    if Path(path).exists() and not Path(path).is_dir():
+        raise NotADirectoryError(f"{option} {path!r} is a file, not a folder")
+
+
 def _run_prepare(args: argparse.Namespace) -> int:
+    _check_out_folder("--out", args.out)
     if args.dataset == "mnist":
         from .data.mnist import write_torchvision_files
 
@@ -47,7 +60,7 @@ def _run_prepare(args: argparse.Namespace) -> int:
         print(f"MNIST files in torchvision's layout: {path}")
         return 0
     if not args.root:
-        raise SystemExit(f"heatup prepare {args.dataset}: --root is required (the dataset's official folder)")
+        raise ValueError("--root is required (the dataset's official folder)")
     from .data.cache import prepare_dataset
 
     out = prepare_dataset(args.dataset, args.root, args.out, size=args.size, workers=args.workers,
@@ -104,20 +117,18 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
                    help="torch.compile the network (default: off; reduce-overhead adds CUDA graphs on a GPU)")
     p.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: cuda when available)")
     p.add_argument("--runs-dir", default="runs", help="where run records go (default: runs)")
-    p.add_argument("--run-name", default=None, help="run folder name (default: DATASET-ROW-DIGEST)")
+    p.add_argument("--run-name", default=None,
+                   help="run folder name inside --runs-dir (default: DATASET-ROW-DIGEST)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.set_defaults(func=_run_train)
 
 
 def _data_args(data: str) -> dict[str, str]:
-    """``cache_dir=`` when ``data`` is a prepared cache, else ``data_root=``."""
-    from .data.cache import ImageCache
-
-    try:
-        ImageCache.open(data, "train")
-    except (FileNotFoundError, ValueError, OSError, KeyError):
-        return {"data_root": data}
-    return {"cache_dir": data}
+    """``cache_dir=`` for a prepared cache (it has ``manifest.json``), else ``data_root=``."""
+    if Path(data).is_file():
+        raise NotADirectoryError(f"--data {data!r} is a file; give a prepared cache folder or the "
+                                 "dataset's official folder")
+    return {"cache_dir": data} if (Path(data) / "manifest.json").is_file() else {"data_root": data}
 
 
 def _run_train(args: argparse.Namespace) -> int:
@@ -126,7 +137,17 @@ def _run_train(args: argparse.Namespace) -> int:
     import torch
 
     from . import benchmark
+    from .runs import check_run_name
 
+    if args.run_name is not None:
+        check_run_name(args.run_name)
+    _check_out_folder("--runs-dir", args.runs_dir)
+    data = _data_args(args.data)
+    image_size = args.image_size
+    if image_size is None and "cache_dir" in data:  # a prepared cache decides the image size
+        from .data.cache import ImageCache
+
+        image_size = ImageCache.open(data["cache_dir"], "train").size
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:  # under torchrun: join the group; each rank takes its GPU
         from .distributed import init_distributed
@@ -137,11 +158,11 @@ def _run_train(args: argparse.Namespace) -> int:
     overrides = {"num_epochs": args.epochs, "heatup_epoch": args.heatup_epoch, "batch_size": args.batch_size,
                  "backbone": args.backbone,
                  "embedding_dim": args.embedding_dim, "lr": args.lr, "alpha": args.alpha,
-                 "image_size": args.image_size, "crop_size": args.crop_size, "eval_every": args.eval_every,
+                 "image_size": image_size, "crop_size": args.crop_size,
+                 "eval_every": args.eval_every,
                  "seed": args.seed, "pretrained": args.pretrained, "weights": args.weights, "amp": args.amp,
                  "fused": args.fused, "cudnn_benchmark": args.cudnn_benchmark, "compile": args.compile}
     settings = benchmark.settings_for(args.dataset, args.preset, device=device, **overrides)
-    data = _data_args(args.data)
     result = benchmark.run_experiment(args.dataset, args.row, settings, runs_dir=args.runs_dir,
                                       preset=args.preset, run_name=args.run_name,
                                       progress=not args.no_progress, **data)
@@ -153,9 +174,14 @@ def _run_train(args: argparse.Namespace) -> int:
 
 
 def _print_metrics(metrics: dict) -> None:
-    """Metrics in percent, counts (``num_*``) as they are."""
+    """Metrics in percent, counts (``num_*``) as they are, anything else (null, text) as it is."""
     for key, value in sorted(metrics.items()):
-        print(f"  {key:15s} {value:8.0f}" if key.startswith("num_") else f"  {key:15s} {100 * value:8.2f}")
+        if not isinstance(value, (int, float)) or isinstance(value, bool):
+            print(f"  {key:15s} {value!r:>8}")
+        elif key.startswith("num_"):
+            print(f"  {key:15s} {value:8.0f}")
+        else:
+            print(f"  {key:15s} {100 * value:8.2f}")
 
 
 def _add_evaluate(sub: argparse._SubParsersAction) -> None:
@@ -168,6 +194,9 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:
                    help="prepared cache or official folder (default: the cache the run was trained on)")
     p.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: cuda when available)")
     p.add_argument("--batch-size", type=int, default=None, help="images per forward pass")
+    p.add_argument("--other-data", action="store_true",
+                   help="evaluate on data other than the run's own (dataset, classes, images, "
+                   "size); the output says so")
     p.add_argument("--json", action="store_true", help="print the metrics as JSON (fractions)")
     p.set_defaults(func=_run_evaluate)
 
@@ -178,14 +207,28 @@ def _run_evaluate(args: argparse.Namespace) -> int:
     import torch
 
     from . import benchmark
+    from .embedding import benchmark_block
+    from .records import load_record
 
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     data = _data_args(args.data) if args.data else {}
-    scores = benchmark.evaluate_run(args.run, device=device, batch_size=args.batch_size, **data)
+    scores, _, _, cache = benchmark.evaluate_run(
+        args.run, device=device, batch_size=args.batch_size, other_data=args.other_data,
+        return_embeddings=True, **data)
+    note = ""
+    if args.other_data:
+        block = benchmark_block(load_record(args.run).params)
+        differences = "; ".join(benchmark.check_same_data(block, cache))
+        note = (f"evaluated on other data (--other-data): {cache.path}: {differences}"
+                if differences else f"--other-data: {cache.path} is the run's own data")
     if args.json:
+        if note:
+            print(note, file=sys.stderr)
         print(json.dumps(scores, indent=2, sort_keys=True))
     else:
         print(f"run {args.run}")
+        if note:
+            print(note)
         _print_metrics(scores)
     return 0
 
@@ -212,11 +255,19 @@ def _add_reproduce(sub: argparse._SubParsersAction) -> None:
 def _run_reproduce(args: argparse.Namespace) -> int:
     import yaml
 
+    from .atomic import ensure_folder
     from .reproduce import run_chapters, summary_table
 
-    overrides = {name: yaml.safe_load(value) for name, value in args.parameter}
+    overrides = {}
+    for name, value in args.parameter:
+        try:
+            overrides[name] = yaml.safe_load(value)
+        except yaml.YAMLError as err:
+            problem = " ".join(str(getattr(err, "problem", "") or err).split())
+            raise ValueError(f"-p {name} {value!r}: the value is not YAML ({problem})") from None
     if args.retrain:
         overrides["retrain"] = True
+    ensure_folder(args.out, "--out")
     results = run_chapters(args.preset, args.out, only=args.only, keep_going=args.keep_going, overrides=overrides)
     print(summary_table(results))
     return 0 if all(r.status == "ok" for r in results) else 1
@@ -264,15 +315,69 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _user_error(err: BaseException) -> bool:
+    """True for the errors that are the user's to fix (one line, rc 2); False for a bug.
+
+    They are the library's named errors (bad argument values are ``ValueError`` raised by its
+    own code, e.g. :mod:`heatup_lib.checks`; missing or misplaced files are the file-system errors
+    that name the file; and its own classes: a locked run, a damaged record or cache, a non-finite
+    loss, a failed download). A ``ValueError`` raised inside another package is a bug.
+    """
+    from .data import DownloadError
+    from .runs import RunLockedError
+    from .train import NonFiniteLossError
+
+    if isinstance(err, (FileNotFoundError, NotADirectoryError, IsADirectoryError, FileExistsError,
+                        PermissionError, RunLockedError, NonFiniteLossError, DownloadError)):
+        return True
+    if not isinstance(err, ValueError):
+        return False
+    if type(err).__module__.startswith("heatup_lib."):
+        return True
+    tb = err.__traceback__
+    while tb is not None and tb.tb_next is not None:
+        tb = tb.tb_next
+    return tb is not None and Path(tb.tb_frame.f_code.co_filename).resolve().is_relative_to(
+        _PACKAGE)
+
+
+_PACKAGE = Path(__file__).resolve().parent
+
+
+def _interrupted(args: argparse.Namespace, argv: Sequence[str]) -> str:
+    """What to say after Ctrl-C: where the work stopped and the command that resumes it."""
+    command = shlex.join(["heatup", *argv])
+    if args.command == "prepare" and args.dataset != "mnist":
+        return (f"interrupted; the cache in {args.out} keeps every finished chunk: `{command}` "
+                "continues where it stopped")
+    if args.command == "train":
+        from .runs import held_run_folders
+
+        folders = held_run_folders()
+        if folders:
+            return (f"interrupted; the run folder {folders[0]} keeps its last finished epoch: "
+                    f"`{command}` resumes it")
+        return (f"interrupted before training started; `{command}` starts again (a decoded cache "
+                "is kept)")
+    return f"interrupted; `{command}` runs it again"
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``heatup`` console command."""
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
     try:
         return int(args.func(args) or 0)
-    except (ValueError, FileNotFoundError) as err:
-        print(f"heatup {args.command}: error: {err}", file=sys.stderr)
+    except KeyboardInterrupt:
+        print(f"heatup {args.command}: {_interrupted(args, argv)}", file=sys.stderr)
+        return 130
+    except Exception as err:
+        if not _user_error(err):
+            raise
+        message = str(err).strip() or type(err).__name__
+        print(f"heatup {args.command}: error: {message}", file=sys.stderr)
         return 2
 
 

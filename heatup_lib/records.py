@@ -5,7 +5,13 @@ A record folder holds
 ``environment.json`` versions, device, git commit, host and date,
 ``checkpoint.pt``    the last finished epoch: weights, optimiser, history, RNG states,
 ``history.jsonl``    one JSON object per finished epoch,
-``metrics.json``     the final evaluation -- written last, so its presence marks a complete run.
+``metrics.json``     the final evaluation -- written last, so its presence marks a complete run,
+``run.lock``         while a process writes the run: its PID (see :class:`heatup_lib.runs.RunLock`).
+
+Every file is checked as it is read: a file that is not what it should be raises
+:class:`RecordError` (a :class:`CheckpointError` for ``checkpoint.pt``) naming it. A checkpoint is
+only ever loaded with ``torch.load(weights_only=True)``: tensors and plain data, never arbitrary
+Python objects.
 """
 
 from __future__ import annotations
@@ -16,7 +22,9 @@ import json
 import logging
 import math
 import os
+import pickle
 import platform
+import re
 import socket
 import subprocess
 import sys
@@ -30,6 +38,7 @@ from heatup_lib.atomic import atomic_torch_save, atomic_write_json, atomic_write
 
 __all__ = [
     "PARAMS_FILE", "HISTORY_FILE", "METRICS_FILE", "CHECKPOINT_FILE", "ENVIRONMENT_FILE",
+    "LOCK_FILE", "RecordError", "CheckpointError", "load_torch_file",
     "RunRecord", "normalize_params", "normalize_values", "params_digest", "params_diff", "params_match",
     "write_params", "read_params", "write_history", "read_history", "write_metrics",
     "read_metrics", "write_environment", "environment_info", "git_commit",
@@ -43,6 +52,15 @@ HISTORY_FILE = "history.jsonl"
 METRICS_FILE = "metrics.json"
 CHECKPOINT_FILE = "checkpoint.pt"
 ENVIRONMENT_FILE = "environment.json"
+LOCK_FILE = "run.lock"
+
+
+class RecordError(ValueError):
+    """A file of a run record that is unreadable or not what it should be (the message names it)."""
+
+
+class CheckpointError(RecordError):
+    """A checkpoint heatup will not load: damaged, or not tensors and plain data."""
 
 
 def _jsonable(obj: Any, nonfinite_to_null: bool = False) -> Any:
@@ -114,9 +132,16 @@ def params_match(a: dict[str, Any], b: dict[str, Any]) -> bool:
     return not params_diff(a, b)
 
 
-def _read_json(path: Path) -> Any:
-    with open(path, encoding="utf-8") as f:
-        return json.load(f)
+def _read_json(path: Path, hint: str = "restore it or delete the run folder") -> dict[str, Any]:
+    """The JSON object in ``path`` (``RecordError`` naming the file when it is not one)."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            value = json.load(f)
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise RecordError(f"{path} is not valid JSON ({err}); {hint}") from None
+    if not isinstance(value, dict):
+        raise RecordError(f"{path} holds a JSON {type(value).__name__}, not an object; {hint}")
+    return value
 
 
 def write_params(run_dir: str | Path, params: dict[str, Any]) -> Path:
@@ -141,8 +166,22 @@ def read_history(run_dir: str | Path) -> list[dict[str, Any]]:
     path = Path(run_dir) / HISTORY_FILE
     if not path.is_file():
         return []
-    with open(path, encoding="utf-8") as f:
-        return [json.loads(line) for line in f if line.strip()]
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as err:
+        raise RecordError(f"{path} is not UTF-8 text ({err})") from None
+    rows = []
+    for line_no, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as err:
+            raise RecordError(f"{path}:{line_no} is not valid JSON ({err})") from None
+        if not isinstance(row, dict):
+            raise RecordError(f"{path}:{line_no} holds a JSON {type(row).__name__}, not an object")
+        rows.append(row)
+    return rows
 
 
 def write_metrics(run_dir: str | Path, metrics: dict[str, Any]) -> Path:
@@ -153,7 +192,7 @@ def write_metrics(run_dir: str | Path, metrics: dict[str, Any]) -> Path:
 def read_metrics(run_dir: str | Path) -> dict[str, Any] | None:
     """The final metrics, or None for an incomplete run."""
     path = Path(run_dir) / METRICS_FILE
-    return _read_json(path) if path.is_file() else None
+    return _read_json(path, "delete it to evaluate the run again") if path.is_file() else None
 
 
 def git_commit(path: str | Path | None = None) -> str | None:
@@ -225,12 +264,49 @@ def save_checkpoint(run_dir: str | Path, state: dict[str, Any]) -> Path:
     return atomic_torch_save(Path(run_dir) / CHECKPOINT_FILE, state)
 
 
+def load_torch_file(path: str | Path, map_location: str | torch.device = "cpu",
+                    what: str = "checkpoint") -> Any:
+    """``torch.load(path, weights_only=True)``; a file it cannot load is a :class:`CheckpointError`.
+
+    The message says why (damaged, or it would need arbitrary Python objects unpickled) and never
+    suggests loading it with ``weights_only=False``.
+    """
+    path = Path(path)
+    refused = f"{path} is not a {what} heatup will load"
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as err:
+        found = re.search(r"GLOBAL ([\w.]+)", str(err))
+        if found:
+            raise CheckpointError(
+                f"{refused}: it asks to unpickle Python objects ({found[1]}), and heatup only "
+                "loads tensors and plain data (weights_only=True)") from None
+        torch_advice = ("Weights only", "Please file", "Check the documentation")
+        lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+        detail = next((line for line in lines if not line.startswith(torch_advice)), "")[:200]
+        raise CheckpointError(f"{refused}: it is damaged or truncated, or not a file of tensors "
+                              f"and plain data (UnpicklingError: {detail})") from None
+    except FileNotFoundError:
+        raise
+    except Exception as err:  # noqa: BLE001 -- torch raises EOFError, OSError, KeyError, ...
+        detail = (str(err).strip().splitlines() or [""])[0][:200]
+        raise CheckpointError(f"{refused}: it is damaged or truncated "
+                              f"({type(err).__name__}{': ' + detail if detail else ''})") from None
+
+
 def load_checkpoint(run_dir: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any] | None:
-    """The checkpoint, loaded with ``torch.load(weights_only=True)``, or None when there is none."""
+    """The checkpoint, loaded with ``torch.load(weights_only=True)``, or None when there is none.
+
+    A file that does not load, or holds no dict, raises :class:`CheckpointError`.
+    """
     path = Path(run_dir) / CHECKPOINT_FILE
     if not path.is_file():
         return None
-    return torch.load(path, map_location=map_location, weights_only=True)
+    checkpoint = load_torch_file(path, map_location)
+    if not isinstance(checkpoint, dict):
+        raise CheckpointError(f"{path} is not a checkpoint heatup will load: it holds a "
+                              f"{type(checkpoint).__name__}, not a dict")
+    return checkpoint
 
 
 @dataclass

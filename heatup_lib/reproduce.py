@@ -55,6 +55,19 @@ def inject_parameters(notebook: Path, output: Path, parameters: dict[str, Any]) 
     return output
 
 
+def _check_override_names(overrides: dict[str, Any], selected: list[Path]) -> None:
+    """Refuse an override that none of the ``selected`` chapters declares (papermill only warns)."""
+    from .chapter_params import CHAPTER_PARAMETERS
+
+    prefixes = [nb.name[:2] for nb in selected if nb.name[:2] in CHAPTER_PARAMETERS]
+    accepted = sorted({name for prefix in prefixes for name in CHAPTER_PARAMETERS[prefix][0]})
+    unknown = sorted(set(overrides) - set(accepted))
+    if unknown:
+        chosen = ", ".join(nb.stem for nb in selected)
+        raise ValueError(f"parameter(s) {unknown} are declared by none of the chapters run "
+                         f"({chosen}); accepted: {accepted}")
+
+
 def run_chapters(preset: str, out: Path, only: list[str] | None = None, keep_going: bool = False,
                  overrides: dict[str, Any] | None = None, root: Path | None = None) -> list[ChapterRun]:
     """Execute the chapters in order with papermill; each runs in ``notebooks/`` as in JupyterLab."""
@@ -62,11 +75,13 @@ def run_chapters(preset: str, out: Path, only: list[str] | None = None, keep_goi
 
     root = Path(root or project_root())
     preset_params = load_preset(preset, root)
+    selected = chapters(root, only)
+    _check_override_names(overrides or {}, selected)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     results: list[ChapterRun] = []
     failed = False
-    for nb in chapters(root, only):
+    for nb in selected:
         target = out / nb.name
         if failed and not keep_going:
             results.append(ChapterRun(nb.stem, preset, "skipped", 0.0, target))

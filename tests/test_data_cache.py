@@ -224,3 +224,45 @@ def test_bad_arguments_and_missing_cache(tmp_path: Path) -> None:
         ImageCache.open(tmp_path, "all")
     with pytest.raises(FileNotFoundError, match="CUB_200_2011/images.txt"):
         prepare_dataset("cub200", tmp_path / "nothing", tmp_path / "o")
+
+
+def test_a_failed_strict_prepare_leaves_no_partial_file(tmp_path: Path) -> None:
+    root = write_cub_tree(tmp_path / "src", num_classes=4, images_per_class=3)
+    DATASETS["cub200"](root, "test").samples[2][0].write_bytes(b"garbage")
+    out = tmp_path / "strict"
+    with pytest.raises(CorruptImageError):
+        prepare_dataset("cub200", root, out, size=16, workers=0, progress=False, chunk_size=2)
+    assert (out / "train_images.npy").is_file()  # the finished split is kept
+    assert not list(out.glob("*.partial")) and not (out / "test.progress.json").exists()
+
+
+def _truncate(path: Path, keep: int | None = None) -> None:
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2 if keep is None else keep])
+
+
+@pytest.mark.parametrize("damage, message", [
+    (lambda c: _truncate(c / "train_images.npy"), r"train_images\.npy is damaged \(ValueError: mmap length"),
+    (lambda c: _truncate(c / "train_images.npy", 20), r"train_images\.npy is damaged"),
+    (lambda c: _truncate(c / "test_labels.npy"), r"test_labels\.npy is damaged"),
+    (lambda c: np.save(c / "train_labels.npy", np.array([{"a": 1}], dtype=object)), r"train_labels\.npy is damaged"),
+    (lambda c: (c / "manifest.json").write_text("{garbage"), r"manifest\.json: unreadable manifest"),
+    (lambda c: (c / "manifest.json").write_text("[1, 2]"), r"manifest\.json is not the manifest of a heatup"),
+    (lambda c: (c / "train_images.npy").unlink(), r"train_images\.npy is missing"),
+])
+def test_a_damaged_cache_is_named_when_opened_and_when_prepared_again(tmp_path: Path, damage, message) -> None:
+    root = write_cub_tree(tmp_path / "src", num_classes=4, images_per_class=2)
+    out = prepare_dataset("cub200", root, tmp_path / "cache", size=16, workers=0, progress=False)
+    damage(out)
+    split = "test" if "test_" in message else "train"
+    with pytest.raises(CacheError, match=message) as info:
+        ImageCache.open(out, split)
+    assert "prepare" in str(info.value)
+    with pytest.raises(CacheError, match=message):
+        prepare_dataset("cub200", root, out, size=16, workers=0, progress=False)
+
+
+def test_prepare_into_a_file_is_refused(tmp_path: Path) -> None:
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(NotADirectoryError, match=r"cache folder '.*file' is a file, not a folder"):
+        prepare_dataset("cub200", tmp_path, tmp_path / "file")

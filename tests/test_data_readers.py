@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import re
 import tarfile
 import zipfile
 from pathlib import Path
@@ -414,3 +415,79 @@ def test_digits_stand_in_is_a_cub_tree_with_a_zero_shot_split(tmp_path: Path) ->
     assert np.abs(imgs[0] - imgs[1]).mean() > 10  # varied, not one template
     with pytest.raises(ValueError, match="num_classes must be an even number in \\[2, 10\\], got 3"):
         write_digits_cub_tree(tmp_path / "bad", num_classes=3)
+
+
+# ----------------------------------------------------------------------------- the protocol's guarantees
+@pytest.mark.parametrize("split", ["train", "test", "all"])
+def test_sop_class_in_both_lists_is_refused_for_every_split(tmp_path: Path, split: str) -> None:
+    root = write_sop_tree(tmp_path, num_classes=4, images_per_class=2)
+    base = root / "Stanford_Online_Products"
+    train_class = (base / "Ebay_train.txt").read_text().splitlines()[1].split()[1]
+    image_id, _, super_id, rel = (base / "Ebay_test.txt").read_text().splitlines()[2].split()
+    _edit_line(base / "Ebay_test.txt", 3, f"{image_id} {train_class} {super_id} {rel}")
+    with pytest.raises(ListFileError, match=rf"Ebay_test\.txt:3: class id {train_class} also appears in "
+                                            r"Ebay_train\.txt; train and test classes must be disjoint"):
+        StanfordOnlineProducts(root, split)
+
+
+def _append(path: Path, line: str) -> None:
+    path.write_text(path.read_text() + line + "\n")
+
+
+@pytest.mark.parametrize("how", ["same", "slashes", "symlink"])
+def test_cub_one_image_under_two_ids_is_refused(tmp_path: Path, how: str) -> None:
+    root = write_cub_tree(tmp_path, num_classes=2, images_per_class=2)
+    base = root / "CUB_200_2011"
+    last_id, rel = (base / "images.txt").read_text().splitlines()[-1].split()  # a test image
+    other = {"same": rel, "slashes": rel.replace("/", "//"), "symlink": rel + ".link.jpg"}[how]
+    if how == "symlink":
+        (base / "images" / other).symlink_to(base / "images" / rel)
+    _append(base / "images.txt", f"{int(last_id) + 1} {other}")
+    _append(base / "image_class_labels.txt", f"{int(last_id) + 1} 101")
+    with pytest.raises(ListFileError, match=rf"images\.txt:5: image '{re.escape(other)}' is the file already "
+                                            rf"listed at .*images\.txt:4 as '{re.escape(rel)}'"):
+        CUB200(root, "test")
+
+
+def test_cub_duplicate_image_id_is_refused(tmp_path: Path) -> None:
+    root = write_cub_tree(tmp_path, num_classes=2, images_per_class=2)
+    base = root / "CUB_200_2011"
+    _edit_line(base / "images.txt", 4, "3 " + (base / "images.txt").read_text().splitlines()[3].split()[1])
+    with pytest.raises(ListFileError, match=r"images\.txt:4: duplicate image id 3 \(first at .*images\.txt:3\)"):
+        CUB200(root, "train")
+
+
+@pytest.mark.parametrize("how", ["id", "path"])
+def test_sop_duplicate_image_id_or_path_is_refused(tmp_path: Path, how: str) -> None:
+    root = write_sop_tree(tmp_path, num_classes=4, images_per_class=2)
+    base = root / "Stanford_Online_Products"
+    train = (base / "Ebay_train.txt").read_text().splitlines()
+    first_id, cls, super_id, rel = train[1].split()
+    if how == "id":
+        _append(base / "Ebay_train.txt", f"{first_id} {cls} {super_id} {train[2].split()[3]}")
+        pattern = rf"Ebay_train\.txt:{len(train) + 1}: duplicate image id {first_id}"
+    else:  # a training image listed again in the test list, under a test class
+        test = (base / "Ebay_test.txt").read_text().splitlines()
+        _, test_cls, test_super, _ = test[1].split()
+        _append(base / "Ebay_test.txt", f"999 {test_cls} {test_super} {rel}")
+        pattern = (rf"Ebay_test\.txt:{len(test) + 1}: image '{re.escape(rel)}' is the file already listed at "
+                   r".*Ebay_train\.txt:2")
+    for split in ("train", "test"):
+        with pytest.raises(ListFileError, match=pattern):
+            StanfordOnlineProducts(root, split)
+
+
+def test_cars_one_image_under_two_annotations_is_refused(tmp_path: Path) -> None:
+    root = write_cars_tree(tmp_path, num_classes=4)
+    first = str(loadmat(str(root / "cars_annos.mat"))["annotations"][0, 0]["relative_im_path"][0])
+    _rewrite_cars_annos(root, 2, relative_im_path=first)
+    with pytest.raises(ListFileError, match=rf"cars_annos\.mat:3: image '{first}' is the file already listed "
+                                            r"at .*cars_annos\.mat:1"):
+        Cars196(root, "all")
+    kaggle = write_cars_tree(tmp_path / "kaggle", num_classes=4, images_per_class=2, layout="kaggle")
+    annos_path = kaggle / "car_devkit" / "devkit" / "cars_train_annos.mat"
+    mat = loadmat(str(annos_path))
+    mat["annotations"][0, 1]["fname"] = mat["annotations"][0, 0]["fname"]
+    savemat(str(annos_path), {"annotations": mat["annotations"]})
+    with pytest.raises(ListFileError, match=r"cars_train_annos\.mat:2: image .* is the file already listed"):
+        Cars196(kaggle, "train")

@@ -87,3 +87,63 @@ def test_json_files_are_valid_and_sorted(tmp_path):
     text = (tmp_path / "params.json").read_text()
     assert json.loads(text) == {"a": {"c": 3, "d": 2}, "b": 1}
     assert text.index('"a"') < text.index('"b"')
+
+
+# --- damaged records: named errors, and nothing is ever unpickled ----------------------------------
+
+@pytest.mark.parametrize("file, text, message", [
+    ("params.json", "{oops", r"params\.json is not valid JSON"),
+    ("params.json", "[1, 2]", r"params\.json holds a JSON list, not an object"),
+    ("metrics.json", "\x00garbage", r"metrics\.json is not valid JSON .*delete it to evaluate the run again"),
+    ("metrics.json", '"0.5"', r"metrics\.json holds a JSON str, not an object"),
+    ("environment.json", "null", r"environment\.json holds a JSON NoneType, not an object"),
+    ("history.jsonl", '{"epoch": 0}\n{"epoch": 1', r"history\.jsonl:2 is not valid JSON"),
+    ("history.jsonl", '{"epoch": 0}\n[1]\n', r"history\.jsonl:2 holds a JSON list, not an object"),
+])
+def test_a_damaged_record_file_is_named(tmp_path, file, text, message):
+    records.write_params(tmp_path, {"config": {"lr": 1e-3}})
+    (tmp_path / file).write_bytes(text.encode("utf-8", errors="surrogateescape"))
+    with pytest.raises(records.RecordError, match=message) as info:
+        records.load_record(tmp_path)
+    assert str(tmp_path / file) in str(info.value) and isinstance(info.value, ValueError)
+
+
+class _Payload:
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        import os
+
+        return (os.system, (f"touch {self.marker}",))
+
+
+def test_a_checkpoint_that_is_not_tensors_and_plain_data_is_never_unpickled(tmp_path):
+    marker = tmp_path / "pwned"
+    torch.save({"epoch": 1, "net": _Payload(marker)}, tmp_path / "checkpoint.pt")
+    with pytest.raises(records.CheckpointError) as info:
+        records.load_checkpoint(tmp_path)
+    message = str(info.value)
+    assert "checkpoint.pt is not a checkpoint heatup will load: it asks to unpickle Python objects" in message
+    assert "posix.system" in message and "weights_only=False" not in message and not marker.exists()
+
+
+@pytest.mark.parametrize("damage, message", [
+    (lambda b: b"", "damaged or truncated (EOFError"),
+    (lambda b: b[: len(b) // 2], "damaged or truncated"),
+    (lambda b: b"PK\x03\x04" + b"\x00" * 64, "damaged or truncated"),
+    (lambda b: b"plain text, not a checkpoint", "damaged or truncated"),
+])
+def test_a_truncated_or_garbage_checkpoint_is_named(tmp_path, damage, message):
+    records.save_checkpoint(tmp_path, {"epoch": 2, "w": torch.arange(1000.0)})
+    path = tmp_path / "checkpoint.pt"
+    path.write_bytes(damage(path.read_bytes()))
+    with pytest.raises(records.CheckpointError, match="is not a checkpoint heatup will load") as info:
+        records.load_checkpoint(tmp_path)
+    assert message in str(info.value) and str(path) in str(info.value)
+
+
+def test_a_checkpoint_must_hold_a_dict(tmp_path):
+    torch.save([1, 2], tmp_path / "checkpoint.pt")
+    with pytest.raises(records.CheckpointError, match="it holds a list, not a dict"):
+        records.load_checkpoint(tmp_path)

@@ -8,7 +8,7 @@ import stat
 import tarfile
 import urllib.error
 import zipfile
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable, Sequence
 from pathlib import Path, PurePosixPath, PureWindowsPath
 from typing import Any
 
@@ -25,6 +25,7 @@ __all__ = [
     "DownloadError",
     "check_split",
     "check_relpath",
+    "UniqueImages",
     "read_list_file",
     "to_rgb",
     "load_rgb",
@@ -90,8 +91,40 @@ def missing_root_error(
     return DatasetNotFoundError("\n".join(lines))
 
 
-def check_relpath(rel: str, base: Path, list_file: Path, line_no: int, line: str) -> Path:
-    """Resolve a path read from a list file under ``base``; reject absolute, ``..`` and missing paths."""
+class UniqueImages:
+    """What a reader has listed so far: an image id or file listed twice is a ``ListFileError``.
+
+    A file is known by its device and inode, so that one image under two names (``a//b.jpg``,
+    a link) is caught too: a test image listed twice would be its own nearest neighbour.
+    """
+
+    def __init__(self) -> None:
+        self._ids: dict[tuple[str, int], str] = {}
+        self._files: dict[tuple[int, int], tuple[str, str]] = {}
+
+    def add_id(self, image_id: int, scope: str, where: str, line: str) -> None:
+        """Record ``image_id`` of the list ``scope``; a second time raises ``ListFileError``."""
+        first = self._ids.setdefault((scope, image_id), where)
+        if first != where:
+            raise ListFileError(f"{where}: duplicate image id {image_id} (first at {first}): "
+                                f"{line!r}")
+
+    def add_file(self, info: os.stat_result, rel: str, where: str, line: str) -> None:
+        """Record file ``rel`` (``os.stat``); the same file again is a ``ListFileError``."""
+        first_rel, first = self._files.setdefault((info.st_dev, info.st_ino), (rel, where))
+        if first != where:
+            raise ListFileError(f"{where}: image {rel!r} is the file already listed at {first} as "
+                                f"{first_rel!r}; each image may be listed once: {line!r}")
+
+
+def check_relpath(
+    rel: str, base: Path, list_file: Path, line_no: int, line: str,
+    unique: UniqueImages | None = None,
+) -> Path:
+    """Resolve a path read from a list file under ``base``; reject absolute, ``..``, missing paths.
+
+    With ``unique``, a file listed before (under any name) is rejected too.
+    """
     posix, windows = PurePosixPath(rel), PureWindowsPath(rel)
     where = f"{list_file}:{line_no}"
     if posix.is_absolute() or windows.is_absolute() or windows.drive:
@@ -99,8 +132,14 @@ def check_relpath(rel: str, base: Path, list_file: Path, line_no: int, line: str
     if ".." in posix.parts or ".." in windows.parts:
         raise ListFileError(f"{where}: image path {rel!r} leaves the dataset folder ('..'): {line!r}")
     path = base / posix
-    if not path.is_file():
+    try:
+        info = os.stat(path)
+    except OSError:
+        info = None
+    if info is None or not stat.S_ISREG(info.st_mode):
         raise ListFileError(f"{where}: image {rel!r} listed but missing (looked for {path})")
+    if unique is not None:
+        unique.add_file(info, rel, where, line)
     return path
 
 
@@ -318,9 +357,22 @@ def download_archives(
 
 # --------------------------------------------------------------------------- dataset base
 class ImageListDataset(Dataset):
-    """Base of the readers: holds ``samples`` of (path, label) and decodes RGB images on access."""
+    """Base of the readers: finds (or downloads) the dataset under ``root``, reads its samples.
+
+    A reader names its files (``expected``, ``where``; ``mirrors``, ``filename`` and ``md5`` of
+    its archive), says where its base folder is (by default ``root/base_folder`` or ``root``
+    itself, whichever holds every ``required`` entry, a trailing ``/`` marking a folder) and reads
+    it (:meth:`_load`); images are decoded to RGB on access.
+    """
 
     name: str = ""
+    expected: tuple[str, ...] = ()
+    where: str = ""
+    base_folder: str = ""
+    required: tuple[str, ...] = ()
+    mirrors: tuple[str, ...] = ()
+    filename: str = ""
+    md5: str | None = None
 
     def __init__(
         self,
@@ -328,6 +380,7 @@ class ImageListDataset(Dataset):
         split: str = "train",
         transform: Callable[[Image.Image], Any] | None = None,
         target_transform: Callable[[int], Any] | None = None,
+        download: bool = False,
     ) -> None:
         self.root = Path(root).expanduser()
         self.split = check_split(split)
@@ -336,10 +389,50 @@ class ImageListDataset(Dataset):
         self.samples: list[tuple[Path, int]] = []
         self.class_ids: list[int] = []
         self.classes: list[str] = []
+        title = type(self).__name__
+        if download and self._find_base() is None:
+            download_archives(title, self.archives(), self.root, manual="get " + self.where)
+        found = self._find_base()
+        if found is None:
+            raise missing_root_error(title, self.root, self.expected, self.where,
+                                     layout=self._missing_hint())
+        self._load(found)
 
-    def _set_records(self, records: Sequence[tuple[Path, int]], names: dict[int, str], in_split: Callable[[int], bool]) -> None:
-        """Keep the records of this split and remap original class ids to 0..C-1 (sorted by id)."""
-        kept = [(p, c) for p, c in records if in_split(c)]
+    def archives(self) -> list[tuple[Sequence[str], str, str | None]]:
+        """The ``(mirrors, filename, md5)`` of the files ``download=True`` fetches."""
+        return [(self.mirrors, self.filename, self.md5)] if self.filename else []
+
+    def _find_base(self) -> Any:
+        """Where the dataset lies under ``root`` (what :meth:`_load` takes), or None."""
+        for base in (self.root / self.base_folder, self.root):
+            if all((base / r).is_dir() if r.endswith("/") else (base / r).is_file()
+                   for r in self.required):
+                return base
+        return None
+
+    def _load(self, found: Any) -> None:
+        """Read the list files at ``found`` into ``samples``, ``class_ids`` and ``classes``."""
+        raise NotImplementedError
+
+    def _missing_hint(self) -> str:
+        """A line that says what is wrong with an incomplete root (empty: nothing particular)."""
+        return ""
+
+    def _set_records(
+        self,
+        records: Sequence[tuple[Path, int]],
+        names: dict[int, str],
+        train_classes: Collection[int],
+    ) -> None:
+        """Keep this split's records (train: ``train_classes``, test: the others, all: every one).
+
+        Original class ids become labels 0..C-1 (sorted by id).
+        """
+        train = set(train_classes)
+        if self.split == "all":
+            kept = list(records)
+        else:
+            kept = [(p, c) for p, c in records if (c in train) == (self.split == "train")]
         self.class_ids = sorted({c for _, c in kept})
         index = {c: i for i, c in enumerate(self.class_ids)}
         self.samples = [(p, index[c]) for p, c in kept]

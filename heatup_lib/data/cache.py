@@ -20,6 +20,9 @@ import json
 import logging
 import math
 import os
+import signal
+import threading
+import time
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
@@ -29,7 +32,7 @@ from typing import Any
 import numpy as np
 from tqdm.auto import tqdm
 
-from ..atomic import atomic_write_bytes, atomic_write_json
+from ..atomic import atomic_write_bytes, atomic_write_json, ensure_folder, remove_stale_temps
 from ._common import CorruptImageError, ImageListDataset, load_resized
 from .cars import Cars196
 from .cub import CUB200
@@ -71,15 +74,55 @@ def _sha256_file(path: Path, offset: int = 0) -> str:
     return h.hexdigest()
 
 
+def _damaged(path: Path, err: BaseException) -> CacheError:
+    """The error for a cache file that cannot be read (it names the file and what to do)."""
+    return CacheError(f"{path} is damaged ({type(err).__name__}: {err}); delete {path.parent} and "
+                      "prepare the cache again")
+
+
 def _npy_offset(path: Path) -> int:
-    """Byte offset of the data in an .npy file."""
-    with open(path, "rb") as f:
-        version = np.lib.format.read_magic(f)
-        if version == (1, 0):
-            np.lib.format.read_array_header_1_0(f)
-        else:
-            np.lib.format.read_array_header_2_0(f)
-        return f.tell()
+    """Byte offset of the data in an .npy file (``CacheError`` when it has no readable header)."""
+    try:
+        with open(path, "rb") as f:
+            version = np.lib.format.read_magic(f)
+            if version == (1, 0):
+                np.lib.format.read_array_header_1_0(f)
+            else:
+                np.lib.format.read_array_header_2_0(f)
+            return f.tell()
+    except (ValueError, EOFError) as err:
+        raise _damaged(path, err) from None
+
+
+def _load_npy(path: Path, mmap: bool) -> np.ndarray:
+    """``np.load`` of a cache array (never unpickling); ``CacheError`` naming a damaged file."""
+    if not path.is_file():
+        raise CacheError(f"{path} is missing; delete {path.parent} and prepare the cache again")
+    try:
+        return np.load(path, mmap_mode="r" if mmap else None, allow_pickle=False)
+    except (ValueError, EOFError, OSError) as err:
+        raise _damaged(path, err) from None
+
+
+def _read_manifest(path: Path) -> dict[str, Any]:
+    """A cache folder's manifest, checked for the keys the reader uses (else ``CacheError``)."""
+    try:
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError) as err:
+        raise CacheError(f"{path}: unreadable manifest ({err}); delete {path.parent} and prepare "
+                         "again") from None
+    splits = manifest.get("splits") if isinstance(manifest, dict) else None
+    if not isinstance(splits, dict) or not all(isinstance(splits.get(s), dict)
+                                                 for s in CACHE_SPLITS):
+        raise CacheError(f"{path} is not the manifest of a heatup image cache (no 'splits' with "
+                         f"{list(CACHE_SPLITS)}); delete {path.parent} and prepare again")
+    keys = ("images", "labels", "count", "num_classes", "class_ids", "labels_sha256")
+    for split in CACHE_SPLITS:
+        missing = [k for k in keys if k not in splits[split]]
+        if missing:
+            raise CacheError(f"{path}: split {split!r} lacks {missing}; delete {path.parent} and "
+                             "prepare again")
+    return manifest
 
 
 def _npy_header(shape: tuple[int, ...], dtype: np.dtype) -> bytes:
@@ -118,6 +161,26 @@ def _decode_chunk(task: tuple[int, Sequence[str], int]) -> tuple[int, np.ndarray
         except (CorruptImageError, OSError) as exc:
             failures.append((j, str(exc)))
     return start, out, failures
+
+
+def _watch_parent(parent: int) -> None:
+    """Exit this worker as soon as its parent process is gone."""
+    while os.getppid() == parent:
+        time.sleep(0.5)
+    os._exit(1)
+
+
+def _worker_init(parent: int) -> None:
+    """In a decoding worker: leave Ctrl-C to the parent, never outlive it (even when SIGKILLed)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:  # Linux: the kernel sends this worker SIGKILL when the parent dies
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        threading.Thread(target=_watch_parent, args=(parent,), daemon=True).start()
+    if os.getppid() != parent:  # the parent died before the request took effect
+        os._exit(1)
 
 
 def _default_workers() -> int:
@@ -228,7 +291,10 @@ def _prepare_split(
         step = max(1, min(chunk_size, math.ceil((n - state.next) / (4 * workers)))) if workers > 1 else chunk_size
         tasks = [(s, paths[s : s + step], size) for s in range(state.next, n, step)]
         bar = tqdm(total=n, initial=state.next, desc=f"{name} {split}", unit="img", disable=not progress)
-        pool = ProcessPoolExecutor(max_workers=workers) if workers > 1 and len(tasks) > 1 else None
+        pool = None
+        if workers > 1 and len(tasks) > 1:
+            pool = ProcessPoolExecutor(max_workers=workers, initializer=_worker_init,
+                                       initargs=(os.getpid(),))
         try:
             results: Iterator = pool.map(_decode_chunk, tasks) if pool else map(_decode_chunk, tasks)
             for start, rows, failures in results:
@@ -237,6 +303,9 @@ def _prepare_split(
                     named = [(start + j, dataset.samples[start + j][0], err) for j, err in failures]
                     if not skip_corrupt:
                         listing = "\n  ".join(f"{p}: {err}" for _, p, err in named)
+                        del images  # a strict failure keeps nothing of this split
+                        partial.unlink(missing_ok=True)
+                        progress_path.unlink(missing_ok=True)
                         raise CorruptImageError(
                             f"{name} {split}: {len(named)} image(s) cannot be decoded:\n  {listing}\n"
                             "Replace them, or pass skip_corrupt=True (heatup prepare --skip-corrupt) to leave them out; "
@@ -285,10 +354,8 @@ def _check_files(out: Path, manifest: dict[str, Any], verify: bool) -> None:
     size = manifest["size"]
     for split, info in manifest["splits"].items():
         images_path, labels_path = out / info["images"], out / info["labels"]
-        for p in (images_path, labels_path):
-            if not p.is_file():
-                raise CacheError(f"{out}: manifest lists {p.name} but it is missing; delete {out} and prepare again")
-        images = np.load(images_path, mmap_mode="r")
+        images = _load_npy(images_path, mmap=True)
+        _load_npy(labels_path, mmap=True)
         expected = (info["count"], size, size, 3)
         if images.shape != expected or images.dtype != np.uint8:
             raise CacheError(f"{images_path}: shape {images.shape} dtype {images.dtype}, manifest says {expected} uint8")
@@ -327,14 +394,14 @@ def prepare_dataset(
         raise ValueError(f"chunk_size must be a positive integer, got {chunk_size!r}")
     n_workers = _default_workers() if workers is None else workers
     out = Path(out).expanduser()
+    if out.exists() and not out.is_dir():
+        raise NotADirectoryError(f"cache folder {str(out)!r} is a file, not a folder; choose "
+                                 "another out")
     manifest_path = out / "manifest.json"
     datasets = {split: cls(root, split) for split in CACHE_SPLITS}
     digests = {split: _source_digest(ds) for split, ds in datasets.items()}
     if manifest_path.is_file():
-        try:
-            manifest = json.loads(manifest_path.read_text())
-        except ValueError as exc:
-            raise CacheError(f"{manifest_path}: unreadable manifest ({exc}); delete {out} and prepare again") from exc
+        manifest = _read_manifest(manifest_path)
         wanted = {"dataset": name, "size": size, "version": CACHE_VERSION}
         have = {k: manifest.get(k) for k in wanted}
         stale = {s: digests[s] != manifest.get("splits", {}).get(s, {}).get("source_sha256") for s in CACHE_SPLITS}
@@ -347,7 +414,8 @@ def prepare_dataset(
         _check_files(out, manifest, verify)
         log.info("%s: cache already complete and verified", out)
         return out
-    out.mkdir(parents=True, exist_ok=True)
+    ensure_folder(out, "cache folder")
+    remove_stale_temps(out)
     splits = {
         split: _prepare_split(name, ds, out, size, n_workers, skip_corrupt, progress, chunk_size)
         for split, ds in datasets.items()
@@ -393,14 +461,24 @@ class ImageCache:
                 f"no image cache at {str(path)!r} (missing manifest.json); build one with "
                 f"`heatup prepare DATASET --root <dataset folder> --out {path}`"
             )
-        manifest = json.loads(manifest_path.read_text())
+        manifest = _read_manifest(manifest_path)
         if manifest.get("version") != CACHE_VERSION:
             raise CacheError(f"{manifest_path}: cache version {manifest.get('version')!r}, this library reads {CACHE_VERSION}")
         info = manifest["splits"][split]
-        images = np.load(path / info["images"], mmap_mode="r")
-        labels = np.load(path / info["labels"])
-        if images.shape[0] != labels.shape[0] or images.shape[0] != info["count"]:
-            raise CacheError(f"{path}: {split} has {images.shape[0]} images, {labels.shape[0]} labels, manifest {info['count']}")
+        images = _load_npy(path / info["images"], mmap=True)
+        labels = _load_npy(path / info["labels"], mmap=False)
+        size, count, classes = manifest.get("size"), info["count"], info["num_classes"]
+        again = f"delete {path} and prepare the cache again"
+        if images.dtype != np.uint8 or images.shape[1:] != (size, size, 3):
+            raise CacheError(f"{path / info['images']}: {images.dtype} {images.shape}, the "
+                             f"manifest says uint8 (N, {size}, {size}, 3); {again}")
+        if labels.ndim != 1 or not images.shape[0] == labels.shape[0] == count:
+            raise CacheError(f"{path}: {split} has {images.shape[0]} images, {labels.shape} "
+                             f"labels, manifest {count}; {again}")
+        in_range = not len(labels) or 0 <= labels.min() <= labels.max() < classes
+        if labels.dtype.kind not in "iu" or not in_range:
+            raise CacheError(f"{path / info['labels']}: labels must be integers in [0, {classes}); "
+                             f"{again}")
         return cls(path, split, images, labels.astype(np.int64, copy=False), manifest)
 
     @property

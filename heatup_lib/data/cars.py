@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -12,9 +10,8 @@ import numpy as np
 from ._common import (
     ImageListDataset,
     ListFileError,
+    UniqueImages,
     check_relpath,
-    download_archives,
-    missing_root_error,
 )
 
 __all__ = ["Cars196"]
@@ -123,49 +120,31 @@ class Cars196(ImageListDataset):
         "(optionally inside stanford_cars/)",
     )
 
-    def __init__(
-        self,
-        root: str | os.PathLike,
-        split: str = "train",
-        transform: Callable | None = None,
-        target_transform: Callable | None = None,
-        download: bool = False,
-    ) -> None:
-        super().__init__(root, split, transform, target_transform)
-        if download and self._find_layout() is None:
-            download_archives(
-                "Cars196",
-                [
-                    (self.mirrors_annos, "cars_annos.mat", self.md5_annos),
-                    (self.mirrors_images, "car_ims.tgz", self.md5_images),
-                ],
-                self.root,
-                manual="get " + self.where,
-            )
-        found = self._find_layout()
-        if found is None:
-            hint = ""
-            for base in (self.root, self.root / "stanford_cars"):
-                if (base / "cars_annos.mat").is_file() and not (base / "car_ims").is_dir():
-                    hint = (f"Hint: {base / 'cars_annos.mat'} is there but car_ims/ is not: extract car_ims.tgz "
-                            "beside it, or, with the Kaggle folders cars_train/ and cars_test/, add "
-                            "cars_test_annos_withlabels.mat (their numbering differs from car_ims/).")
-                elif self._first(base, _KAGGLE_TRAIN_ANNOS) and not self._first(base, _KAGGLE_TEST_ANNOS):
-                    hint = ("Hint: the devkit is there but not cars_test_annos_withlabels.mat (the devkit's "
-                            "cars_test_annos.mat has no labels); it is published separately on Kaggle.")
-            raise missing_root_error("Cars196", self.root, self.expected, self.where, layout=hint)
+    def archives(self) -> list[tuple[tuple[str, ...], str, str]]:
+        """``cars_annos.mat`` and ``car_ims.tgz`` (the official layout), from their mirrors."""
+        return [(self.mirrors_annos, "cars_annos.mat", self.md5_annos),
+                (self.mirrors_images, "car_ims.tgz", self.md5_images)]
+
+    def _missing_hint(self) -> str:
+        for base in (self.root, self.root / "stanford_cars"):
+            if (base / "cars_annos.mat").is_file() and not (base / "car_ims").is_dir():
+                return (f"Hint: {base / 'cars_annos.mat'} is there but car_ims/ is not: extract "
+                        "car_ims.tgz beside it, or, with the Kaggle folders cars_train/ and "
+                        "cars_test/, add cars_test_annos_withlabels.mat (their numbering differs "
+                        "from car_ims/).")
+            if self._first(base, _KAGGLE_TRAIN_ANNOS) and not self._first(base, _KAGGLE_TEST_ANNOS):
+                return ("Hint: the devkit is there but not cars_test_annos_withlabels.mat (the "
+                        "devkit's cars_test_annos.mat has no labels); it is published "
+                        "separately on Kaggle.")
+        return ""
+
+    def _load(self, found: tuple[str, Path]) -> None:
         self.layout, self.base = found
         records, names = self._read_official(self.base) if self.layout == "official" else self._read_kaggle(self.base)
-        in_train = set(self.train_classes)
-        selector: dict[str, Callable[[int], bool]] = {
-            "train": lambda c: c in in_train,
-            "test": lambda c: c not in in_train,
-            "all": lambda c: True,
-        }
-        self._set_records(records, names, selector[self.split])
+        self._set_records(records, names, self.train_classes)
 
     # ------------------------------------------------------------------ layouts
-    def _find_layout(self) -> tuple[str, Path] | None:
+    def _find_base(self) -> tuple[str, Path] | None:
         for base in (self.root, self.root / "stanford_cars"):
             if (base / "cars_annos.mat").is_file() and (base / "car_ims").is_dir():
                 return "official", base
@@ -194,11 +173,12 @@ class Cars196(ImageListDataset):
     def _read_official(cls, base: Path) -> tuple[list[tuple[Path, int]], dict[int, str]]:
         path = base / "cars_annos.mat"
         annos = _annotations(path)
-        records = []
+        records, unique = [], UniqueImages()
         for k, entry in enumerate(annos, start=1):
             rel = str(_field(entry, "relative_im_path", path, k))
             label = _class_of(entry, path, k)
-            records.append((check_relpath(rel, base, path, k, f"annotation {k}: {rel}"), label))
+            where = f"annotation {k}: {rel}"
+            records.append((check_relpath(rel, base, path, k, where, unique), label))
         return records, _class_names(path)
 
     @classmethod
@@ -206,11 +186,12 @@ class Cars196(ImageListDataset):
         files = cls._kaggle_files(base)
         assert files is not None
         train_annos, test_annos, train_dir, test_dir = files
-        records = []
+        records, unique = [], UniqueImages()
         for path, folder in ((train_annos, train_dir), (test_annos, test_dir)):
             for k, entry in enumerate(_annotations(path), start=1):
                 fname = str(_field(entry, "fname", path, k))
                 label = _class_of(entry, path, k)
-                records.append((check_relpath(fname, folder, path, k, f"annotation {k}: {fname}"), label))
+                where = f"annotation {k}: {fname}"
+                records.append((check_relpath(fname, folder, path, k, where, unique), label))
         meta = cls._first(base, _KAGGLE_META)
         return records, _class_names(meta) if meta else {}

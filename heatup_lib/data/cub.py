@@ -2,17 +2,14 @@
 
 from __future__ import annotations
 
-import os
-from collections.abc import Callable
 from pathlib import Path
 
 from ._common import (
     ImageListDataset,
     ListFileError,
+    UniqueImages,
     check_label,
     check_relpath,
-    download_archives,
-    missing_root_error,
     parse_int,
     read_list_file,
 )
@@ -34,6 +31,7 @@ class CUB200(ImageListDataset):
     name = "cub200"
     num_total_classes = 200
     train_classes = range(1, 101)
+    required = ("images.txt", "image_class_labels.txt", "images/")
     base_folder = "CUB_200_2011"
     mirrors = (
         "https://data.caltech.edu/records/65de6-vp158/files/CUB_200_2011.tgz",
@@ -52,47 +50,22 @@ class CUB200(ImageListDataset):
         "CUB_200_2011/images/<class folder>/<image>.jpg",
     )
 
-    def __init__(
-        self,
-        root: str | os.PathLike,
-        split: str = "train",
-        transform: Callable | None = None,
-        target_transform: Callable | None = None,
-        download: bool = False,
-    ) -> None:
-        super().__init__(root, split, transform, target_transform)
-        if download and self._find_base() is None:
-            download_archives(
-                "CUB200", [(self.mirrors, self.filename, self.md5)], self.root, manual="get " + self.where
-            )
-        base = self._find_base()
-        if base is None:
-            raise missing_root_error("CUB200", self.root, self.expected, self.where)
+    def _load(self, base: Path) -> None:
         self.base = base
         records, names = self._read(base)
-        in_train = set(self.train_classes)
-        selector: dict[str, Callable[[int], bool]] = {
-            "train": lambda c: c in in_train,
-            "test": lambda c: c not in in_train,
-            "all": lambda c: True,
-        }
-        self._set_records(records, names, selector[self.split])
+        self._set_records(records, names, self.train_classes)
 
-    def _find_base(self) -> Path | None:
-        for base in (self.root / self.base_folder, self.root):
-            if (base / "images.txt").is_file() and (base / "image_class_labels.txt").is_file() and (base / "images").is_dir():
-                return base
-        return None
 
     @classmethod
     def _read(cls, base: Path) -> tuple[list[tuple[Path, int]], dict[int, str]]:
         images_txt, labels_txt, classes_txt = base / "images.txt", base / "image_class_labels.txt", base / "classes.txt"
         paths: dict[int, tuple[Path, int]] = {}
+        unique = UniqueImages()
         for line_no, line, (sid, rel) in read_list_file(images_txt, 2):
             image_id = parse_int(sid, images_txt, line_no, line, "image id")
-            if image_id in paths:
-                raise ListFileError(f"{images_txt}:{line_no}: duplicate image id {image_id}: {line!r}")
-            paths[image_id] = (check_relpath(rel, base / "images", images_txt, line_no, line), line_no)
+            unique.add_id(image_id, images_txt.name, f"{images_txt}:{line_no}", line)
+            path = check_relpath(rel, base / "images", images_txt, line_no, line, unique)
+            paths[image_id] = (path, line_no)
         labels: dict[int, int] = {}
         for line_no, line, (sid, slabel) in read_list_file(labels_txt, 2):
             image_id = parse_int(sid, labels_txt, line_no, line, "image id")

@@ -2,17 +2,14 @@
 
 from __future__ import annotations
 
-import os
-from collections.abc import Callable
 from pathlib import Path
 
 from ._common import (
     ImageListDataset,
     ListFileError,
+    UniqueImages,
     check_label,
     check_relpath,
-    download_archives,
-    missing_root_error,
     parse_int,
     read_list_file,
 )
@@ -40,6 +37,7 @@ class StanfordOnlineProducts(ImageListDataset):
 
     name = "sop"
     num_total_classes = 22634
+    required = ("Ebay_train.txt", "Ebay_test.txt")
     base_folder = "Stanford_Online_Products"
     mirrors = ("ftp://cs.stanford.edu/cs/cvgl/Stanford_Online_Products.zip",)
     filename = "Stanford_Online_Products.zip"
@@ -56,46 +54,28 @@ class StanfordOnlineProducts(ImageListDataset):
         "Stanford_Online_Products/<category>_final/<image>.JPG",
     )
 
-    def __init__(
-        self,
-        root: str | os.PathLike,
-        split: str = "train",
-        transform: Callable | None = None,
-        target_transform: Callable | None = None,
-        download: bool = False,
-    ) -> None:
-        super().__init__(root, split, transform, target_transform)
-        if download and self._find_base() is None:
-            download_archives(
-                "StanfordOnlineProducts", [(self.mirrors, self.filename, self.md5)], self.root,
-                manual="get " + self.where,
-            )
-        base = self._find_base()
-        if base is None:
-            raise missing_root_error("StanfordOnlineProducts", self.root, self.expected, self.where)
+    def _load(self, base: Path) -> None:
+        # Both files are read whatever the split: a class in both is refused for every split.
         self.base = base
-        files = {"train": ["Ebay_train.txt"], "test": ["Ebay_test.txt"], "all": ["Ebay_train.txt", "Ebay_test.txt"]}
         records: list[tuple[Path, int]] = []
         supers: dict[int, int] = {}
         seen: dict[int, str] = {}
-        for name in files[self.split]:
+        unique = UniqueImages()
+        for name in ("Ebay_train.txt", "Ebay_test.txt"):
             path = base / name
             for line_no, line, (sid, sclass, ssuper, rel) in read_list_file(path, 4, header=_HEADER):
-                parse_int(sid, path, line_no, line, "image_id")
-                class_id = check_label(parse_int(sclass, path, line_no, line, "class_id"), 1, self.num_total_classes, path, line_no, line)
-                super_id = check_label(parse_int(ssuper, path, line_no, line, "super_class_id"), 1, len(SOP_CATEGORIES), path, line_no, line)
+                where = f"{path}:{line_no}"
+                unique.add_id(parse_int(sid, path, line_no, line, "image_id"), name, where, line)
+                class_id = check_label(parse_int(sclass, path, line_no, line, "class_id"), 1,
+                                       self.num_total_classes, path, line_no, line)
+                super_id = check_label(parse_int(ssuper, path, line_no, line, "super_class_id"), 1,
+                                       len(SOP_CATEGORIES), path, line_no, line)
                 if seen.setdefault(class_id, name) != name:
                     raise ListFileError(
-                        f"{path}:{line_no}: class id {class_id} also appears in {seen[class_id]}; "
+                        f"{where}: class id {class_id} also appears in {seen[class_id]}; "
                         f"train and test classes must be disjoint: {line!r}"
                     )
-                records.append((check_relpath(rel, base, path, line_no, line), class_id))
+                records.append((check_relpath(rel, base, path, line_no, line, unique), class_id))
                 supers[class_id] = super_id
-        self._set_records(records, {}, lambda c: True)
+        self._set_records(records, {}, {c for c, name in seen.items() if name == "Ebay_train.txt"})
         self.super_class_ids = [supers[c] for c in self.class_ids]
-
-    def _find_base(self) -> Path | None:
-        for base in (self.root / self.base_folder, self.root):
-            if (base / "Ebay_train.txt").is_file() and (base / "Ebay_test.txt").is_file():
-                return base
-        return None
