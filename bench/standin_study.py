@@ -116,7 +116,8 @@ def cmd_preview(args: argparse.Namespace) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         t0 = time.perf_counter()
         standin.write_glyph_tree(tmp, num_classes=args.num_classes, images_per_class=args.images_per_class,
-                                 size=args.size, seed=args.seed)
+                                 size=args.size, seed=args.seed, distortion=args.distortion,
+                                 clutter=args.clutter)
         seconds = time.perf_counter() - t0
         n = args.num_classes * args.images_per_class
         print(f"wrote {n} images of {args.size} px in {seconds:.1f} s ({n / seconds:.0f} images/s)")
@@ -182,15 +183,17 @@ def chance_recall_at_1(labels: np.ndarray) -> float:
 
 
 def prepare_standin(workdir: Path, num_classes: int, images_per_class: int, size: int, seed: int,
-                    cache_size: int | None = None) -> tuple[Path, float]:
+                    cache_size: int | None = None, distortion: float = 0.0,
+                    clutter: int = 0) -> tuple[Path, float]:
     """Write (once) the glyph tree and its cache under ``workdir``; the cache folder and the seconds it took."""
     from heatup_lib.data.cache import prepare_dataset
 
     cache_size = cache_size or size
-    tag = f"glyphs-c{num_classes}-n{images_per_class}-s{size}-seed{seed}"
+    tag = f"glyphs-c{num_classes}-n{images_per_class}-s{size}-seed{seed}-d{distortion:g}-k{clutter}"
     tree, cache = workdir / tag, workdir / f"{tag}-cache{cache_size}"
     t0 = time.perf_counter()
-    standin.write_glyph_tree(tree, num_classes=num_classes, images_per_class=images_per_class, size=size, seed=seed)
+    standin.write_glyph_tree(tree, num_classes=num_classes, images_per_class=images_per_class, size=size,
+                             seed=seed, distortion=distortion, clutter=clutter)
     prepare_dataset("cub200", tree, cache, size=cache_size, workers=1, progress=False)
     return cache, time.perf_counter() - t0
 
@@ -275,7 +278,7 @@ def cmd_train(args: argparse.Namespace) -> None:
     workdir = Path(args.workdir)
     workdir.mkdir(parents=True, exist_ok=True)
     cache, seconds = prepare_standin(workdir, args.num_classes, args.images_per_class, args.size,
-                                     args.data_seed, args.cache_size)
+                                     args.data_seed, args.cache_size, args.distortion, args.clutter)
     setup = {k: v for k, v in vars(args).items() if k != "func"}
     print(json.dumps({"setup": setup, "data_seconds": round(seconds, 1)}), flush=True)
     for seed in _ints(args.seeds):
@@ -300,6 +303,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--images-per-class", type=int, default=40)
     p.add_argument("--size", type=int, default=32)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--distortion", type=float, default=0.0)
+    p.add_argument("--clutter", type=int, default=0)
     p.add_argument("--rows", type=int, default=16)
     p.add_argument("--cols", type=int, default=16)
     p.add_argument("--zoom", type=int, default=3)
@@ -322,6 +327,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--cache-size", type=int, default=None, help="side of the cached images (default: --size)")
     p.add_argument("--crop", type=int, default=28)
     p.add_argument("--data-seed", type=int, default=0)
+    p.add_argument("--distortion", type=float, default=0.0)
+    p.add_argument("--clutter", type=int, default=0)
     p.add_argument("--rows", default="sm,ln")
     p.add_argument("--seeds", default="0")
     p.add_argument("--epochs", type=int, default=12)

@@ -192,17 +192,51 @@ def _luminance(rgb: np.ndarray) -> np.ndarray:
     return rgb @ np.array([0.299, 0.587, 0.114])
 
 
+def _elastic(mask: Image.Image, rng: np.random.Generator, amount: float) -> Image.Image:
+    """``mask`` warped by a smooth random displacement field of RMS ``amount`` x its longer side."""
+    from scipy.ndimage import map_coordinates
+
+    pad = int(np.ceil(3 * amount * max(mask.size))) + 1
+    a = np.pad(np.asarray(mask, dtype=np.float32), pad)
+    h, w = a.shape
+    coarse = rng.normal(0.0, amount * max(mask.size), (2, 4, 4)).astype(np.float32)  # control points
+    field = [np.asarray(Image.fromarray(c, mode="F").resize((w, h), Image.BICUBIC)) for c in coarse]
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+    warped = map_coordinates(a, [yy + field[0], xx + field[1]], order=1, mode="constant")
+    out = Image.fromarray(np.clip(warped, 0, 255).astype(np.uint8), mode="L")
+    box = out.getbbox()
+    return out.crop(box) if box else mask
+
+
+def _clutter(size: int, rng: np.random.Generator, count: int, width: float) -> np.ndarray:
+    """``count`` random strokes (quadratic curves) as coverage in [0, 1]: float (size, size)."""
+    ss = 2  # drawn at 2x and averaged down: anti-aliased
+    canvas = Image.new("L", (size * ss, size * ss), 0)
+    draw = ImageDraw.Draw(canvas)
+    t = np.linspace(0.0, 1.0, 16)[:, None]
+    for _ in range(count):
+        p0, p1, p2 = rng.uniform(-0.1, 1.1, (3, 2)) * size * ss
+        curve = (1 - t) ** 2 * p0 + 2 * (1 - t) * t * p1 + t ** 2 * p2  # (16, 2)
+        draw.line([tuple(map(float, q)) for q in curve], fill=255, width=max(1, round(width * ss)))
+    small = canvas.resize((size, size), Image.BOX)
+    return np.asarray(small, dtype=np.float64) / 255.0
+
+
 def render_glyph(char: str, size: int, rng: np.random.Generator,
-                 fonts: Sequence[str] | None = None) -> tuple[np.ndarray, tuple[int, int, int, int]]:
+                 fonts: Sequence[str] | None = None, *, distortion: float = 0.0,
+                 clutter: int = 0) -> tuple[np.ndarray, tuple[int, int, int, int]]:
     """One random image of ``char``: uint8 (size, size, 3) and the glyph's box ``(x, y, w, h)``.
 
     The font is drawn from ``fonts`` (default :func:`glyph_fonts`), then the stroke weight, a
-    rotation within :data:`MAX_ROTATION`, a horizontal stretch, the scale (longer side 45-75 % of
-    the image) and a position inside the central 3/4; a background with a linear colour gradient,
-    a glyph colour of contrasting luminance, and Gaussian pixel noise. All randomness comes from
-    ``rng``.
+    rotation within :data:`MAX_ROTATION`, an elastic warp (``distortion``: RMS displacement as a
+    fraction of the glyph's size, 0 for none), a horizontal stretch, the scale (longer side 45-75 %
+    of the image) and a position inside the central 3/4; a background with a linear colour
+    gradient, ``clutter`` random strokes in random colours behind the glyph, a glyph colour of
+    contrasting luminance, and Gaussian pixel noise. All randomness comes from ``rng``.
     """
     size = check_int("size", size, 16)
+    distortion = check_float("distortion", distortion, 0.0, 0.2)
+    clutter = check_int("clutter", clutter, 0)
     fonts = tuple(glyph_fonts(char) if fonts is None else fonts)
     if not fonts:
         raise ValueError(f"no font draws {char!r} (U+{ord(char):04X}); fonts tried: {list(FONT_FILES)}")
@@ -214,6 +248,10 @@ def render_glyph(char: str, size: int, rng: np.random.Generator,
     mask = mask.crop(mask.getbbox())
     stretch = float(np.exp(rng.uniform(*np.log(_ASPECT_RANGE))))
     longer = float(rng.uniform(*_SCALE_RANGE)) * size
+    if distortion:  # warped at twice the final resolution: enough detail, little cost
+        s2 = 2 * longer / max(mask.size)
+        mask = mask.resize((max(1, round(mask.width * s2)), max(1, round(mask.height * s2))), Image.BOX)
+        mask = _elastic(mask, rng, distortion)
     w, h = mask.width * stretch, float(mask.height)
     scale = longer / max(w, h)
     tw, th = max(1, round(w * scale)), max(1, round(h * scale))
@@ -236,6 +274,12 @@ def render_glyph(char: str, size: int, rng: np.random.Generator,
     else:
         colour = np.full(3, 0.0 if lum > 127.5 else 255.0)
     image = background
+    if clutter:
+        # strokes about as wide as the glyph's own, in colours unrelated to it
+        stroke_px = max(1.0, 0.08 * longer)
+        for _ in range(clutter):
+            cover = _clutter(size, rng, 1, stroke_px)[..., None]
+            image = image * (1 - cover) + rng.uniform(0, 255, 3) * cover
     region = image[y0:y0 + th, x0:x0 + tw]
     image[y0:y0 + th, x0:x0 + tw] = region * (1 - alpha) + colour * alpha
     image = image + rng.normal(0.0, float(rng.uniform(0, _NOISE_MAX)), image.shape)
@@ -371,16 +415,18 @@ def write_cub_layout(root: str | os.PathLike, items: Iterable[tuple[int, np.ndar
     return root
 
 
-def _tree_metadata(num_classes: int, images_per_class: int, size: int, seed: int) -> dict:
+def _tree_metadata(num_classes: int, images_per_class: int, size: int, seed: int, distortion: float,
+                   clutter: int) -> dict:
     return {
         "name": STANDIN_NAME, "synthetic": True, "note": STANDIN_NOTE, "num_classes": num_classes,
         "images_per_class": images_per_class, "size": size, "seed": seed, "glyphs": GLYPHS,
+        "distortion": distortion, "clutter": clutter,
         "generator": "heatup_lib.data.standin.write_glyph_tree",
     }
 
 
 def write_glyph_tree(root: str | os.PathLike, num_classes: int = 200, images_per_class: int = 40,
-                     size: int = 32, seed: int = 0) -> Path:
+                     size: int = 32, seed: int = 0, distortion: float = 0.0, clutter: int = 0) -> Path:
     """Write the glyph stand-in as a CUB-200-2011 tree under ``root`` (``root/CUB_200_2011/``); return ``root``.
 
     ``num_classes`` (even, <= 200) classes of :func:`glyph_classes`, ``images_per_class``
@@ -393,7 +439,9 @@ def write_glyph_tree(root: str | os.PathLike, num_classes: int = 200, images_per
     images_per_class = check_int("images_per_class", images_per_class, 1)
     size = check_int("size", size, 16)
     seed = check_int("seed", seed, 0)
-    meta = _tree_metadata(num_classes, images_per_class, size, seed)
+    distortion = check_float("distortion", distortion, 0.0, 0.2)
+    clutter = check_int("clutter", clutter, 0)
+    meta = _tree_metadata(num_classes, images_per_class, size, seed, distortion, clutter)
     root = Path(root)
     existing = root / "CUB_200_2011" / "standin.json"
     if existing.is_file():
@@ -411,7 +459,8 @@ def write_glyph_tree(root: str | os.PathLike, num_classes: int = 200, images_per
         for cls in classes:
             for k in range(images_per_class):
                 rng = np.random.default_rng([seed, cls.class_id, k])
-                image, box = render_glyph(cls.char, size, rng, cls.fonts)
+                image, box = render_glyph(cls.char, size, rng, cls.fonts, distortion=distortion,
+                                          clutter=clutter)
                 yield cls.class_id, image, box
 
     return write_cub_layout(root, items(), {c.class_id: c.name for c in classes}, metadata=meta)
