@@ -9,14 +9,17 @@ Subcommands (run from the repository root; one torch thread unless ``--threads``
   the closest kept pairs.
 - ``preview``: a PNG grid of rendered stand-in images and the time to write a tree.
 - ``speed``: training steps per second of the small backbone at several widths and crop sizes.
-- ``train``: write a stand-in tree, prepare its cache with the real code, and train table rows
-  (SM, LN, BN, HLN, HBN) through ``CachedBatches`` -> ``SmallConvEmbedder`` ->
-  ``NormalizedSoftmax`` -> ``train.fit``, then evaluate the test split (Recall@K, NMI, MAP@R);
-  prints one JSON line per run with chance, the untrained network's Recall@1 and seconds.
-- ``confusion``: train a plain classifier on all classes (train + test ids) with held-out
-  images and list the most confused class pairs (a learned check that no two classes are one).
+- ``train``: build the stand-in's cache once (``standin.standin_cache``) and train table rows
+  (SM, LN, BN, HLN, HBN) through ``benchmark.settings_for(..., backbone="small")`` and
+  ``benchmark.run_experiment`` (cache -> ``CachedBatches`` -> ``SmallConvEmbedder`` ->
+  ``NormalizedSoftmax`` -> ``train.fit``; heated rows: ``StepHeatUp`` at 3/4 of the epochs,
+  alpha 16 -> 4, lr x 0.1), then the test split's Recall@K, NMI, MAP@R; one JSON line per run
+  with chance, the untrained network's Recall@1 (``--untrained``) and seconds.
 
-Example:  python bench/standin_study.py train --rows sm,ln --epochs 12 --seeds 0
+The recommended recipe (the numbers in the report of issue 13):
+  python bench/standin_study.py train --rows sm,ln,bn,hln,hbn --seeds 0 --epochs 8 \
+      --eval-every 2 --untrained          # and --seeds 1 in a second process
+
 """
 
 from __future__ import annotations
@@ -183,90 +186,66 @@ def chance_recall_at_1(labels: np.ndarray) -> float:
 
 
 def prepare_standin(workdir: Path, num_classes: int, images_per_class: int, size: int, seed: int,
-                    cache_size: int | None = None, distortion: float = 0.0,
-                    clutter: int = 0) -> tuple[Path, float]:
-    """Write (once) the glyph tree and its cache under ``workdir``; the cache folder and the seconds it took."""
-    from heatup_lib.data.cache import prepare_dataset
-
-    cache_size = cache_size or size
-    tag = f"glyphs-c{num_classes}-n{images_per_class}-s{size}-seed{seed}-d{distortion:g}-k{clutter}"
-    tree, cache = workdir / tag, workdir / f"{tag}-cache{cache_size}"
+                    distortion: float = 0.0, clutter: int = 0) -> tuple[Path, float]:
+    """The stand-in's cache under ``workdir`` (standin.standin_cache: built once) and the seconds it took."""
     t0 = time.perf_counter()
-    standin.write_glyph_tree(tree, num_classes=num_classes, images_per_class=images_per_class, size=size,
-                             seed=seed, distortion=distortion, clutter=clutter)
-    prepare_dataset("cub200", tree, cache, size=cache_size, workers=1, progress=False)
+    cache = standin.standin_cache(workdir, images_per_class, size, seed, num_classes=num_classes,
+                                  distortion=distortion, clutter=clutter)
     return cache, time.perf_counter() - t0
 
 
 def train_row(cache_path: Path, row: str, seed: int, args: argparse.Namespace) -> dict:
-    """Train one table row on the prepared cache and evaluate it; a JSON-able record."""
+    """Train one table row on the prepared cache through benchmark.run_experiment; a JSON-able record."""
     import torch
 
+    from heatup_lib import benchmark as B
     from heatup_lib import metrics
-    from heatup_lib.data.augment import CachedBatches
     from heatup_lib.data.cache import ImageCache
-    from heatup_lib.heads import TABLE_ROWS, NormalizedSoftmax, test_embedding
-    from heatup_lib.models import SmallConvEmbedder
-    from heatup_lib.schedules import Constant, StepHeatUp
-    from heatup_lib.train import TrainConfig, fit, settle_batch_norm
+    from heatup_lib.embedding import embed_split
+    from heatup_lib.heads import TABLE_ROWS, NormalizedSoftmax
+    from heatup_lib.passes import settle_batch_norm
+    from heatup_lib.data.augment import CachedBatches
 
     t_start = time.perf_counter()
-    train_cache, test_cache = ImageCache.open(cache_path, "train"), ImageCache.open(cache_path, "test")
-    variant, heat_up = TABLE_ROWS[row]
-    alpha = 1.0 if variant == "sm" else args.alpha
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        net = SmallConvEmbedder(args.embedding_dim, _ints(args.widths), convs_per_stage=args.convs,
-                                bottleneck_bias=variant != "bn")
-        head = NormalizedSoftmax(args.embedding_dim, train_cache.num_classes, alpha=alpha, variant=variant)
-    norm = dict(net.input_normalization)
-    batches = CachedBatches(train_cache, args.batch_size, train=True, crop=args.crop, **norm)
-    test_batches = CachedBatches(test_cache, args.eval_batch_size, train=False, crop=args.crop,
-                                 drop_last=False, **norm)
-    y_test = test_cache.labels
-
-    @torch.no_grad()
-    def embed(net_, head_) -> torch.Tensor:
-        net_.eval()
-        feats = torch.cat([net_(X) for X, _ in test_batches.iter_eval()])
-        net_.train()
-        return test_embedding(head_, feats) if head_ is not None else torch.nn.functional.normalize(feats, dim=1)
-
-    def eval_fn(net_, head_) -> dict:
-        t0 = time.perf_counter()
-        out = {k: float(v) for k, v in metrics.evaluate(embed(net_, head_), y_test, dataset="cub200").items()}
-        out["eval_seconds"] = time.perf_counter() - t0
-        return out
-
+    test_cache = ImageCache.open(cache_path, "test")
+    y_test = test_cache.labels.numpy() if hasattr(test_cache.labels, "numpy") else test_cache.labels
+    settings = B.settings_for(
+        "cub200", preset="default", device="cpu", backbone="small", pretrained=False,
+        num_epochs=args.epochs, batch_size=args.batch_size, optimizer=args.optimizer, lr=args.lr,
+        weight_decay=args.weight_decay, alpha=args.alpha, embedding_dim=args.embedding_dim,
+        image_size=args.size, crop_size=args.crop, seed=seed,
+        eval_every=args.eval_every, eval_batch_size=args.eval_batch_size)
     untrained = None
     if args.untrained:
-        # the untrained network, batch-norm statistics settled on the training data (no step taken)
-        import copy
-        net0 = copy.deepcopy(net)
-        settle_batch_norm(net0, head, batches, "cpu", seed=seed)
-        untrained = metrics.recall_at_k(embed(net0, None), y_test, ks=(1,))[1]
-    if heat_up:
-        hu = max(1, min(args.epochs - 1, int(args.epochs * 3 / 4)))
-        schedule = StepHeatUp(alpha=alpha, num_epochs=args.epochs, heatup_epoch=hu, alpha_factor=0.25,
-                              lr_factor=0.1)
-    else:
-        schedule = Constant(alpha=alpha, num_epochs=args.epochs)
-    config = TrainConfig(num_epochs=args.epochs, batch_size=args.batch_size, optimizer=args.optimizer,
-                         lr=args.lr, momentum=0.9, seed=seed, bn_settle=False, eval_every=args.eval_every,
-                         weight_decay=args.weight_decay)
+        # the untrained network: initial weights of this seed, batch norm settled on the training
+        # data (as fit does before its first step), no optimisation step
+        train_cache = ImageCache.open(cache_path, "train")
+        variant = TABLE_ROWS[row][0]
+        torch.manual_seed(seed)
+        net = B.build_backbone(settings, bottleneck_bias=variant != "bn")
+        head = NormalizedSoftmax(settings.embedding_dim, train_cache.num_classes, variant=variant)
+        batches = CachedBatches(train_cache, settings.batch_size, train=True, crop=settings.crop_size,
+                                **dict(net.input_normalization))
+        settle_batch_norm(net, head, batches, settings.train)
+        emb, y = embed_split(net, None, test_cache, device="cpu", crop_size=settings.crop_size,
+                             batch_size=settings.eval_batch_size)
+        untrained = metrics.recall_at_k(emb, y, ks=(1,))[1]
     t_fit = time.perf_counter()
-    result = fit(net, head, schedule, batches, config, eval_fn=eval_fn, progress=False)
+    with tempfile.TemporaryDirectory() as runs:
+        result = B.run_experiment("cub200", row, settings, cache_dir=cache_path, runs_dir=runs,
+                                  standin=standin.STANDIN_NOTE, progress=False)
     t_end = time.perf_counter()
     m = result.metrics
     return {
         "row": row, "seed": seed, "recall@1": m["recall@1"], "recall@2": m["recall@2"],
         "recall@4": m["recall@4"], "nmi": m["nmi"], "map@r": m["map@r"],
-        "chance_recall@1": chance_recall_at_1(y_test), "untrained_recall@1": untrained,
+        "chance_recall@1": chance_recall_at_1(np.asarray(y_test)), "untrained_recall@1": untrained,
         "train_accuracy": [round(h["accuracy"], 3) for h in result.history],
         "train_loss": [round(h["loss"], 3) for h in result.history],
         "curve_recall@1": [round(h["recall@1"], 4) for h in result.history if "recall@1" in h],
-        "fit_seconds": round(t_end - t_fit, 1), "eval_seconds": round(m["eval_seconds"], 2),
-        "run_seconds": round(t_end - t_start, 1), "load_average": [round(v, 2) for v in os.getloadavg()],
+        "epoch_seconds": [round(h["seconds"], 1) for h in result.history],
+        "fit_seconds": round(t_end - t_fit, 1), "run_seconds": round(t_end - t_start, 1),
+        "load_average": [round(v, 2) for v in os.getloadavg()],
     }
 
 
@@ -278,7 +257,7 @@ def cmd_train(args: argparse.Namespace) -> None:
     workdir = Path(args.workdir)
     workdir.mkdir(parents=True, exist_ok=True)
     cache, seconds = prepare_standin(workdir, args.num_classes, args.images_per_class, args.size,
-                                     args.data_seed, args.cache_size, args.distortion, args.clutter)
+                                     args.data_seed, args.distortion, args.clutter)
     setup = {k: v for k, v in vars(args).items() if k != "func"}
     print(json.dumps({"setup": setup, "data_seconds": round(seconds, 1)}), flush=True)
     for seed in _ints(args.seeds):
@@ -324,24 +303,21 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--num-classes", type=int, default=200)
     p.add_argument("--images-per-class", type=int, default=40)
     p.add_argument("--size", type=int, default=32, help="side of the written images")
-    p.add_argument("--cache-size", type=int, default=None, help="side of the cached images (default: --size)")
     p.add_argument("--crop", type=int, default=28)
     p.add_argument("--data-seed", type=int, default=0)
     p.add_argument("--distortion", type=float, default=0.0)
     p.add_argument("--clutter", type=int, default=0)
     p.add_argument("--rows", default="sm,ln")
     p.add_argument("--seeds", default="0")
-    p.add_argument("--epochs", type=int, default=12)
+    p.add_argument("--epochs", type=int, default=8)
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--optimizer", default="adam")
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--weight-decay", type=float, default=0.0)
     p.add_argument("--alpha", type=float, default=16.0)
     p.add_argument("--embedding-dim", type=int, default=64)
-    p.add_argument("--widths", default="16,32,64")
-    p.add_argument("--convs", type=int, default=2)
     p.add_argument("--eval-batch-size", type=int, default=500)
-    p.add_argument("--eval-every", type=int, default=0)
+    p.add_argument("--eval-every", type=int, default=2)
     p.add_argument("--untrained", action="store_true", help="also evaluate the untrained network")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--out", default=None, help="append the JSON lines to this file")

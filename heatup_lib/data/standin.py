@@ -1,4 +1,4 @@
-"""A synthetic zero-shot stand-in for CUB-200-2011: 200 glyph classes rendered from matplotlib's fonts.
+"""A synthetic zero-shot stand-in for CUB-200-2011: 200 glyph classes drawn in matplotlib's fonts.
 
 Each class is one character (Latin, digits, Greek, Cyrillic, Armenian, Georgian, symbols); each
 image draws it in a random font of the ones that ship with matplotlib (DejaVu Sans / Serif /
@@ -13,13 +13,15 @@ the training augmentation -- the largest cosine similarity between their blurred
 position-normalised renders over every pair of fonts, mirror images (the pipeline flips
 horizontally) and rotations. Pairs that are one visual class under two labels score high:
 homoglyphs across scripts (Latin A / Greek Alpha / Cyrillic A: 1.0), case pairs that differ only
-in size (o/O, s/S, v/V, ...: >= 0.95; p/P 0.94), mirror pairs (b/d, p/q: 1.0) and l/I/1/| (>= 0.97).
-Distinct letters such as K/k or h/H score 0.82-0.83. The classes were chosen greedily from a
+in size (o/O, s/S, v/V, ...: >= 0.96; p/P 0.93), mirror pairs (b/d, p/q: 1.0) and l/I/1 (>= 0.96).
+Distinct letters such as K/k or h/H score 0.82-0.83; the measure is cautious, so some distinct
+but close pairs lose one member too (E/F 0.93, B/8 0.96). The classes were chosen greedily from a
 larger pool in a fixed order of scripts, keeping a character only if it scores below
 :data:`SELECTION_THRESHOLD` (0.915) against every character kept before
 (``bench/standin_study.py select`` reproduces the list); every two classes stay below
-:data:`AMBIGUITY_THRESHOLD` (0.92), which leaves room for another FreeType's rasterisation. Glyphs stay inside the central 3/4 of the image, so any random crop
-of at least 7/8 of the side keeps the whole character.
+:data:`AMBIGUITY_THRESHOLD` (0.92), which leaves room for another FreeType's rasterisation.
+Glyphs stay inside the central 3/4 of the image, so any random crop of at least 7/8 of the side
+keeps the whole character.
 """
 
 from __future__ import annotations
@@ -56,13 +58,15 @@ __all__ = [
     "glyph_similarity",
     "write_cub_layout",
     "write_glyph_tree",
+    "standin_cache",
 ]
 
 STANDIN_NAME = "glyphs-200"
 STANDIN_NOTE = (
     "synthetic glyphs in the CUB-200-2011 layout (not the paper's data): 200 characters "
-    "(Latin, Greek, Cyrillic, Armenian, Georgian, symbols) rendered in matplotlib's fonts with random "
-    "weight, rotation, scale, position, colours and noise; classes 1-100 train, 101-200 test"
+    "(Latin, Greek, Cyrillic, Armenian, Georgian, symbols) rendered in matplotlib's fonts with "
+    "random weight, rotation, scale, position, colours and noise; classes 1-100 train, "
+    "101-200 test"
 )
 
 # The 200 classes, in class-id order (id = position + 1): ids 1-100 are the training split.
@@ -86,7 +90,8 @@ SAFE_CROP = 0.875  # glyphs lie inside the central 1 - 2 * (1 - SAFE_CROP) = 3/4
 # digits), so they are used for ASCII letters and digits only; cmex10/cmsy10/cmmi10 are left out.
 FONT_FILES: tuple[str, ...] = (
     "DejaVuSans.ttf", "DejaVuSans-Bold.ttf", "DejaVuSans-Oblique.ttf", "DejaVuSans-BoldOblique.ttf",
-    "DejaVuSerif.ttf", "DejaVuSerif-Bold.ttf", "DejaVuSerif-Italic.ttf", "DejaVuSerif-BoldItalic.ttf",
+    "DejaVuSerif.ttf", "DejaVuSerif-Bold.ttf", "DejaVuSerif-Italic.ttf",
+    "DejaVuSerif-BoldItalic.ttf",
     "DejaVuSansMono.ttf", "DejaVuSansMono-Bold.ttf", "DejaVuSansMono-Oblique.ttf",
     "DejaVuSansMono-BoldOblique.ttf",
     "STIXGeneral.ttf", "STIXGeneralBol.ttf", "STIXGeneralItalic.ttf", "STIXGeneralBolIta.ttf",
@@ -105,7 +110,7 @@ _GRADIENT_MAX = 40.0  # colour change across the background
 
 @dataclass(frozen=True)
 class GlyphClass:
-    """One class of the stand-in: CUB class id, the character, an ASCII name, the fonts that draw it."""
+    """One class of the stand-in: CUB class id, character, ASCII name, the fonts that draw it."""
 
     class_id: int
     char: str
@@ -156,7 +161,7 @@ def _char_name(char: str) -> str:
 
 
 def glyph_classes(num_classes: int = 200) -> list[GlyphClass]:
-    """The stand-in's classes: the first ``num_classes // 2`` training and test classes of :data:`GLYPHS`.
+    """The stand-in's classes: the first ``num_classes // 2`` training and test classes of GLYPHS.
 
     ``num_classes`` must be even and at most 200; the training classes keep ids 1..C/2 and the
     test classes ids 101..100+C/2, so a smaller tree is a subset of the full one.
@@ -199,7 +204,8 @@ def _elastic(mask: Image.Image, rng: np.random.Generator, amount: float) -> Imag
     pad = int(np.ceil(3 * amount * max(mask.size))) + 1
     a = np.pad(np.asarray(mask, dtype=np.float32), pad)
     h, w = a.shape
-    coarse = rng.normal(0.0, amount * max(mask.size), (2, 4, 4)).astype(np.float32)  # control points
+    # displacements at 4 x 4 control points
+    coarse = rng.normal(0.0, amount * max(mask.size), (2, 4, 4)).astype(np.float32)
     field = [np.asarray(Image.fromarray(c, mode="F").resize((w, h), Image.BICUBIC)) for c in coarse]
     yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
     warped = map_coordinates(a, [yy + field[0], xx + field[1]], order=1, mode="constant")
@@ -239,7 +245,8 @@ def render_glyph(char: str, size: int, rng: np.random.Generator,
     clutter = check_int("clutter", clutter, 0)
     fonts = tuple(glyph_fonts(char) if fonts is None else fonts)
     if not fonts:
-        raise ValueError(f"no font draws {char!r} (U+{ord(char):04X}); fonts tried: {list(FONT_FILES)}")
+        raise ValueError(f"no font draws {char!r} (U+{ord(char):04X}); "
+                         f"fonts tried: {list(FONT_FILES)}")
     font = fonts[int(rng.integers(len(fonts)))]
     stroke = int(rng.integers(0, _MAX_STROKE + 1))
     px = max(_RENDER_PX, 2 * size)
@@ -250,7 +257,8 @@ def render_glyph(char: str, size: int, rng: np.random.Generator,
     longer = float(rng.uniform(*_SCALE_RANGE)) * size
     if distortion:  # warped at twice the final resolution: enough detail, little cost
         s2 = 2 * longer / max(mask.size)
-        mask = mask.resize((max(1, round(mask.width * s2)), max(1, round(mask.height * s2))), Image.BOX)
+        mask = mask.resize((max(1, round(mask.width * s2)), max(1, round(mask.height * s2))),
+                           Image.BOX)
         mask = _elastic(mask, rng, distortion)
     w, h = mask.width * stretch, float(mask.height)
     scale = longer / max(w, h)
@@ -287,7 +295,7 @@ def render_glyph(char: str, size: int, rng: np.random.Generator,
 
 
 def _normalised(mask: Image.Image, grid: int, angle: float, flip: bool) -> np.ndarray:
-    """``mask`` mirrored/rotated, then scaled (aspect kept) so its box's longer side fills 7/8 of a grid."""
+    """``mask`` mirrored/rotated, scaled (aspect kept) so its longer side fills 7/8 of a grid."""
     if flip:
         mask = mask.transpose(Image.FLIP_LEFT_RIGHT)
     if angle:
@@ -352,7 +360,10 @@ def glyph_similarity(chars: Sequence[str], *, blur: float = 1.0, max_angle: floa
     return out
 
 
-def write_cub_layout(root: str | os.PathLike, items: Iterable[tuple[int, np.ndarray, tuple[float, float, float, float] | None]],
+Box = tuple[float, float, float, float]  # x, y, width, height in pixels (CUB's bounding_boxes.txt)
+
+
+def write_cub_layout(root: str | os.PathLike, items: Iterable[tuple[int, np.ndarray, Box | None]],
                      class_names: Mapping[int, str], *, quality: int = 90,
                      metadata: Mapping | None = None) -> Path:
     """Write images with labels as a CUB-200-2011 tree ``root/CUB_200_2011/``; return ``root``.
@@ -369,8 +380,11 @@ def write_cub_layout(root: str | os.PathLike, items: Iterable[tuple[int, np.ndar
     quality = check_int("quality", quality, 1, 100)
     for cid, name in class_names.items():
         check_int("class id", cid, 1, 200)
-        if not isinstance(name, str) or not name or any(not (c.isascii() and (c.isalnum() or c in "_-")) for c in name):
-            raise ValueError(f"class name for id {cid} must be a non-empty ASCII word ([A-Za-z0-9_-]), got {name!r}")
+        ok = isinstance(name, str) and name and all(c.isascii() and (c.isalnum() or c in "_-")
+                                                    for c in name)
+        if not ok:
+            raise ValueError(f"class name for id {cid} must be a non-empty ASCII word "
+                             f"([A-Za-z0-9_-]), got {name!r}")
     root = Path(root)
     final = root / "CUB_200_2011"
     if final.exists():
@@ -386,7 +400,8 @@ def write_cub_layout(root: str | os.PathLike, items: Iterable[tuple[int, np.ndar
                                  f"(it has {sorted(class_names)[:5]}...)")
             rgb = np.asarray(rgb)
             if rgb.dtype != np.uint8 or rgb.ndim != 3 or rgb.shape[2] != 3:
-                raise ValueError(f"item {image_id}: image must be uint8 (H, W, 3), got {rgb.dtype} {rgb.shape}")
+                raise ValueError(f"item {image_id}: image must be uint8 (H, W, 3), "
+                                 f"got {rgb.dtype} {rgb.shape}")
             k = counts[cid] = counts.get(cid, 0) + 1
             folder = f"{cid:03d}.{class_names[cid]}"
             rel = f"{folder}/{class_names[cid]}_{k:04d}.jpg"
@@ -394,7 +409,7 @@ def write_cub_layout(root: str | os.PathLike, items: Iterable[tuple[int, np.ndar
             path.parent.mkdir(parents=True, exist_ok=True)
             Image.fromarray(rgb, mode="RGB").save(path, format="JPEG", quality=quality)
             h, w = rgb.shape[:2]
-            x, y, bw, bh = (0.0, 0.0, float(w), float(h)) if box is None else (float(v) for v in box)
+            x, y, bw, bh = (0.0, 0.0, float(w), float(h)) if box is None else map(float, box)
             images.append(f"{image_id} {rel}")
             labels.append(f"{image_id} {cid}")
             split.append(f"{image_id} {int(cid <= 100)}")
@@ -403,11 +418,12 @@ def write_cub_layout(root: str | os.PathLike, items: Iterable[tuple[int, np.ndar
             raise ValueError("items yielded no image")
         for name, lines in (("images.txt", images), ("image_class_labels.txt", labels),
                             ("train_test_split.txt", split), ("bounding_boxes.txt", boxes),
-                            ("classes.txt", [f"{c} {c:03d}.{n}" for c, n in sorted(class_names.items())])):
+                            ("classes.txt",
+                             [f"{c} {c:03d}.{n}" for c, n in sorted(class_names.items())])):
             (tmp / name).write_text("\n".join(lines) + "\n", encoding="utf-8")
         if metadata is not None:
-            (tmp / "standin.json").write_text(json.dumps(dict(metadata), indent=2, sort_keys=True,
-                                                         ensure_ascii=False) + "\n", encoding="utf-8")
+            text = json.dumps(dict(metadata), indent=2, sort_keys=True, ensure_ascii=False)
+            (tmp / "standin.json").write_text(text + "\n", encoding="utf-8")
         os.replace(tmp, final)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -426,8 +442,9 @@ def _tree_metadata(num_classes: int, images_per_class: int, size: int, seed: int
 
 
 def write_glyph_tree(root: str | os.PathLike, num_classes: int = 200, images_per_class: int = 40,
-                     size: int = 32, seed: int = 0, distortion: float = 0.0, clutter: int = 0) -> Path:
-    """Write the glyph stand-in as a CUB-200-2011 tree under ``root`` (``root/CUB_200_2011/``); return ``root``.
+                     size: int = 32, seed: int = 0, distortion: float = 0.0,
+                     clutter: int = 0) -> Path:
+    """Write the glyph stand-in as a CUB-200-2011 tree ``root/CUB_200_2011/``; return ``root``.
 
     ``num_classes`` (even, <= 200) classes of :func:`glyph_classes`, ``images_per_class``
     images of ``size`` x ``size`` pixels each (:func:`render_glyph`), the bounding boxes of the
@@ -452,7 +469,8 @@ def write_glyph_tree(root: str | os.PathLike, num_classes: int = 200, images_per
         if have == meta:
             return root
         differ = sorted(k for k in meta if not isinstance(have, dict) or have.get(k) != meta[k])
-        raise FileExistsError(f"{root / 'CUB_200_2011'} holds another glyph tree (differing: {differ}); "
+        raise FileExistsError(f"{root / 'CUB_200_2011'} holds another glyph tree "
+                              f"(differing: {differ}); "
                               "delete it or write elsewhere")
 
     def items() -> Iterable[tuple[int, np.ndarray, tuple[int, int, int, int]]]:
@@ -464,3 +482,32 @@ def write_glyph_tree(root: str | os.PathLike, num_classes: int = 200, images_per
                 yield cls.class_id, image, box
 
     return write_cub_layout(root, items(), {c.class_id: c.name for c in classes}, metadata=meta)
+
+
+def standin_cache(out_dir: str | os.PathLike, images_per_class: int = 40, image_size: int = 32,
+                  seed: int = 0, *, num_classes: int = 200, distortion: float = 0.0,
+                  clutter: int = 0, workers: int | None = 0, progress: bool = False) -> Path:
+    """The prepared image cache of the glyph stand-in under ``out_dir``: built once, then reused.
+
+    The tree (:func:`write_glyph_tree`, images of ``image_size`` pixels) goes to
+    ``out_dir/glyphs-<arguments>/`` and its cache (:func:`heatup_lib.data.cache.prepare_dataset`,
+    read by the real :class:`heatup_lib.data.CUB200` reader) to ``out_dir/glyphs-<arguments>-cache``;
+    a cache whose manifest exists is returned as it is.
+    """
+    from .cache import prepare_dataset
+
+    num_classes = check_int("num_classes", num_classes, 2, len(GLYPHS))
+    images_per_class = check_int("images_per_class", images_per_class, 2)
+    image_size = check_int("image_size", image_size, 16)
+    seed = check_int("seed", seed, 0)
+    distortion = check_float("distortion", distortion, 0.0, 0.2)
+    clutter = check_int("clutter", clutter, 0)
+    check_bool("progress", progress)
+    tag = (f"glyphs-c{num_classes}-n{images_per_class}-s{image_size}-seed{seed}"
+           f"-d{distortion:g}-k{clutter}")
+    out_dir = Path(out_dir)
+    tree, cache = out_dir / tag, out_dir / f"{tag}-cache"
+    if not (cache / "manifest.json").is_file():
+        write_glyph_tree(tree, num_classes, images_per_class, image_size, seed, distortion, clutter)
+        prepare_dataset("cub200", tree, cache, size=image_size, workers=workers, progress=progress)
+    return cache
