@@ -491,8 +491,8 @@ def standin_cache(out_dir: str | os.PathLike, images_per_class: int = 40, image_
 
     The tree (:func:`write_glyph_tree`, images of ``image_size`` pixels) goes to
     ``out_dir/glyphs-<arguments>/`` and its cache (:func:`heatup_lib.data.cache.prepare_dataset`,
-    read by the real :class:`heatup_lib.data.CUB200` reader) to ``out_dir/glyphs-<arguments>-cache``;
-    a cache whose manifest exists is returned as it is.
+    read by the real :class:`heatup_lib.data.CUB200` reader) to
+    ``out_dir/glyphs-<arguments>-cache``; a cache whose manifest exists is returned as it is.
     """
     from .cache import prepare_dataset
 
