@@ -34,7 +34,7 @@ from .distributed import is_rank0, launched_world_size
 from .embedding import SOURCE_FILE, benchmark_block, cache_summary, embed_split, eval_batches, run_cache
 from .fingerprint import CORE_MODULES
 from .heads import TABLE_ROWS, NormalizedSoftmax
-from .models import InceptionEmbedder
+from .models import InceptionEmbedder, SmallConvEmbedder
 from .presets import load_preset
 from .records import load_checkpoint, load_record, params_digest
 from .passes import evaluating
@@ -55,7 +55,7 @@ ROWS: tuple[str, ...] = tuple(TABLE_ROWS)            # ("sm", "ls", "ln", "bn", 
 PAPER_ROWS: tuple[str, ...] = ("sm", "ln", "bn", "hln", "hbn")   # the rows the paper's tables report
 # inception: the paper's Inception v1 (GoogLeNet); small: a convnet sized for a CPU. Both end in
 # global pooling and a 1x1 conv bottleneck to the embedding, then the same head.
-BACKBONES: tuple[str, ...] = ("inception",)
+BACKBONES: tuple[str, ...] = ("inception", "small")
 RECALL_KS: dict[str, tuple[int, ...]] = {"cub200": (1, 2, 4, 8), "cars196": (1, 2, 4, 8),
                                          "sop": (1, 10, 100, 1000)}
 # The modules whose code decides a benchmark run's numbers (for the record's code fingerprint).
@@ -211,7 +211,17 @@ def temperature_of(row: str, settings: Settings, temperature: str | None = None)
 
 
 def build_backbone(settings: Settings, bottleneck_bias: bool) -> nn.Module:
-    """The settings' backbone with its 1x1 bottleneck to ``embedding_dim`` (ImageNet weights for inception when asked)."""
+    """The settings' backbone with its 1x1 bottleneck to ``embedding_dim``.
+
+    ``inception``: Inception v1, ImageNet weights when asked; ``small``: :class:`SmallConvEmbedder`
+    at its default widths, from scratch (``pretrained`` and ``weights`` must be unset).
+    """
+    if check_choice("backbone", settings.backbone, BACKBONES) == "small":
+        if settings.pretrained or settings.weights is not None:  # no ImageNet weights for it
+            raise ValueError("backbone 'small' is trained from scratch: set pretrained=False and "
+                             f"weights=None (got pretrained={settings.pretrained!r}, "
+                             f"weights={settings.weights!r})")
+        return SmallConvEmbedder(settings.embedding_dim, bottleneck_bias=bottleneck_bias)
     pretrained: bool | str = settings.weights if settings.weights is not None else settings.pretrained
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=r"InceptionEmbedder\(pretrained=False\)")

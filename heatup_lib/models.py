@@ -1,6 +1,6 @@
-"""The two embedding networks: LeNet with a 2-d embedding (MNIST) and Inception v1 (benchmarks).
+"""The embedding networks: LeNet (2-d, MNIST); Inception v1 and a small CPU convnet (benchmarks).
 
-Both map images to *un-normalised* features ``f`` of shape (N, D); the head
+All three map images to *un-normalised* features ``f`` of shape (N, D); the head
 (:class:`heatup_lib.heads.NormalizedSoftmax`) normalises them and scores the classes.
 """
 
@@ -14,12 +14,15 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
+from .checks import check_bool, check_int
+
 __all__ = [
     "LeNet",
     "InceptionEmbedder",
     "googlenet_weights_path",
     "load_googlenet_state_dict",
     "INCEPTION_NORMALIZATION",
+    "SmallConvEmbedder",
 ]
 
 logger = logging.getLogger(__name__)
@@ -188,4 +191,54 @@ class InceptionEmbedder(nn.Module):
         """Map images (N, 3, H, W) to features (N, embedding_dim)."""
         if x.dim() != 4 or x.shape[1] != 3:
             raise ValueError(f"InceptionEmbedder expects input of shape (N, 3, H, W), got {tuple(x.shape)}")
+        return self.bottleneck(self.pool(self.backbone(x))).flatten(1)
+
+
+class SmallConvEmbedder(nn.Module):
+    """A small convnet for CPUs, ending like :class:`InceptionEmbedder`: global pool -> 1x1 conv to D.
+
+    ``len(widths)`` stages of ``convs_per_stage`` x (3x3 conv, batch norm, ReLU), a 2x2 max-pool
+    between stages; then global average pooling and a 1x1 conv "bottleneck" to ``embedding_dim``
+    with no activation after it, so the same head (:class:`heatup_lib.heads.NormalizedSoftmax`)
+    takes either network. ``bottleneck_bias=False`` for the BN head variant. Trained from
+    scratch; inputs float (N, 3, H, W) normalised with :attr:`input_normalization` ([-1, 1], as
+    Inception's), any H, W >= 2 ** (len(widths) - 1).
+    """
+
+    input_normalization: dict[str, tuple[float, float, float]] = INCEPTION_NORMALIZATION
+
+    def __init__(
+        self,
+        embedding_dim: int = 64,
+        widths: tuple[int, ...] = (16, 32, 64),
+        convs_per_stage: int = 2,
+        bottleneck_bias: bool = True,
+    ) -> None:
+        super().__init__()
+        self.embedding_dim = check_int("embedding_dim", embedding_dim, min_value=1)
+        widths = tuple(widths)
+        if not widths:
+            raise ValueError(f"widths must be a non-empty sequence of integers >= 1, got {widths!r}")
+        self.widths = tuple(check_int("widths[]", w, min_value=1) for w in widths)
+        self.convs_per_stage = check_int("convs_per_stage", convs_per_stage, min_value=1)
+        check_bool("bottleneck_bias", bottleneck_bias)
+        layers: list[nn.Module] = []
+        channels = 3
+        for i, width in enumerate(self.widths):
+            if i > 0:
+                layers.append(nn.MaxPool2d(2))  # halve the resolution between stages
+            for _ in range(self.convs_per_stage):
+                layers += [nn.Conv2d(channels, width, kernel_size=3, padding=1, bias=False),
+                           nn.BatchNorm2d(width), nn.ReLU(inplace=True)]
+                channels = width
+        self.backbone = nn.Sequential(*layers)  # (N, widths[-1], H / 2^(S-1), W / 2^(S-1))
+        self.pool = nn.AdaptiveAvgPool2d(1)  # (N, widths[-1], 1, 1)
+        self.bottleneck = nn.Conv2d(channels, self.embedding_dim, kernel_size=1,
+                                    bias=bottleneck_bias)
+
+    def forward(self, x: Tensor) -> Tensor:
+        """Map images (N, 3, H, W) to features (N, embedding_dim)."""
+        if x.dim() != 4 or x.shape[1] != 3:
+            raise ValueError(f"SmallConvEmbedder expects input of shape (N, 3, H, W), "
+                             f"got {tuple(x.shape)}")
         return self.bottleneck(self.pool(self.backbone(x))).flatten(1)
