@@ -2,8 +2,8 @@
 
 Subcommands (run from the repository root; one torch thread unless ``--threads``):
 
-- ``select``: rebuild :data:`heatup_lib.data.standin.GLYPHS` -- measure
-  :func:`~heatup_lib.data.standin.glyph_similarity` over a pool of ~400 characters drawn by at
+- ``select``: rebuild :data:`heatup_lib.data.G.GLYPHS` -- measure
+  :func:`~heatup_lib.data.G.glyph_similarity` over a pool of ~400 characters drawn by at
   least 8 fonts, keep characters greedily (pool order) below the threshold, take the first 200,
   shuffle them with ``numpy.random.default_rng(0)``; print the known-ambiguous pairs' scores and
   the closest kept pairs.
@@ -26,12 +26,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import sys
 import tempfile
 import time
-import unicodedata
 from pathlib import Path
 
 import numpy as np
@@ -39,6 +37,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from heatup_lib.data import glyphs as G  # noqa: E402
 from heatup_lib.data import standin  # noqa: E402
 
 
@@ -74,7 +73,7 @@ def cmd_select(args: argparse.Namespace) -> None:
     pool, group = [], []
     for name, chars in POOL_GROUPS:
         for c in chars:
-            if c not in pool and len(standin.glyph_fonts(c)) >= MIN_FONTS:
+            if c not in pool and len(G.glyph_fonts(c)) >= MIN_FONTS:
                 pool.append(c)
                 group.append(name)
     for pair in KNOWN_AMBIGUOUS + KNOWN_DISTINCT:
@@ -82,7 +81,7 @@ def cmd_select(args: argparse.Namespace) -> None:
             if c not in pool:
                 pool.append(c)
                 group.append("reference")
-    sim = standin.glyph_similarity(pool)
+    sim = G.glyph_similarity(pool)
     idx = {c: i for i, c in enumerate(pool)}
     print(f"pool: {sum(g != 'reference' for g in group)} characters with >= {MIN_FONTS} fonts; "
           f"similarity measured in {time.perf_counter() - t0:.1f} s")
@@ -108,7 +107,7 @@ def cmd_select(args: argparse.Namespace) -> None:
     perm = np.random.default_rng(0).permutation(len(chars))
     glyphs = "".join(chars[i] for i in perm)
     print("GLYPHS =", json.dumps(glyphs, ensure_ascii=False))
-    print("matches the library's GLYPHS:", glyphs == standin.GLYPHS)
+    print("matches the library's GLYPHS:", glyphs == G.GLYPHS)
 
 
 # ------------------------------------------------------------------------------------ preview
@@ -127,7 +126,7 @@ def cmd_preview(args: argparse.Namespace) -> None:
         base = Path(tmp) / "CUB_200_2011"
         lines = (base / "images.txt").read_text().split("\n")
         rows = []
-        classes = standin.glyph_classes(args.num_classes)
+        classes = G.glyph_classes(args.num_classes)
         for cls in classes[:: max(1, len(classes) // args.rows)][: args.rows]:
             paths = [base / "images" / ln.split()[1] for ln in lines if ln and ln.split()[1].startswith(cls.folder + "/")]
             rows.append(np.concatenate([np.asarray(Image.open(p).convert("RGB")) for p in paths[: args.cols]], 1))
@@ -274,7 +273,7 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="cmd", required=True)
     p = sub.add_parser("select", help="rebuild GLYPHS by measurement")
-    p.add_argument("--threshold", type=float, default=standin.SELECTION_THRESHOLD)
+    p.add_argument("--threshold", type=float, default=G.SELECTION_THRESHOLD)
     p.add_argument("--num-classes", type=int, default=200)
     p.set_defaults(func=cmd_select)
     p = sub.add_parser("preview", help="time a tree and save a grid of images")

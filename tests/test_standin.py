@@ -14,6 +14,8 @@ from torch import nn
 
 from heatup_lib import benchmark as B
 from heatup_lib.data import CUB200
+from heatup_lib.data import glyphs as G
+from heatup_lib.data.cub_layout import write_cub_layout
 from heatup_lib.data import standin as S
 from heatup_lib.data.augment import CachedBatches
 from heatup_lib.data.cache import ImageCache
@@ -37,7 +39,7 @@ def glyph_tree(tmp_path_factory):
 
 def test_tree_reads_back_with_the_cub_reader(glyph_tree):
     train, test = CUB200(glyph_tree, split="train"), CUB200(glyph_tree, split="test")
-    classes = S.glyph_classes(8)
+    classes = G.glyph_classes(8)
     assert [c.class_id for c in classes] == [1, 2, 3, 4, 101, 102, 103, 104]
     assert sorted(train.class_ids) == [1, 2, 3, 4] and sorted(test.class_ids) == [101, 102, 103, 104]
     assert len(train) == len(test) == 12
@@ -53,7 +55,7 @@ def test_tree_reads_back_with_the_cub_reader(glyph_tree):
     meta = json.loads((base / "standin.json").read_text(encoding="utf-8"))
     assert meta["synthetic"] is True and meta["note"] == S.STANDIN_NOTE and "synthetic" in S.STANDIN_NOTE
     # boxes hold the glyph: inside the image, inside the region every safe crop keeps
-    margin = round(32 * (1 - S.SAFE_CROP))
+    margin = round(32 * (1 - G.SAFE_CROP))
     for line in (base / "bounding_boxes.txt").read_text().split("\n"):
         if line:
             x, y, w, h = map(float, line.split()[1:])
@@ -61,8 +63,8 @@ def test_tree_reads_back_with_the_cub_reader(glyph_tree):
 
 
 def test_splits_are_class_disjoint_and_cover_200_classes():
-    classes = S.glyph_classes()
-    assert len(classes) == 200 and len(S.GLYPHS) == len(set(S.GLYPHS)) == 200
+    classes = G.glyph_classes()
+    assert len(classes) == 200 and len(G.GLYPHS) == len(set(G.GLYPHS)) == 200
     train = {c.char for c in classes if c.split == "train"}
     test = {c.char for c in classes if c.split == "test"}
     assert len(train) == len(test) == 100 and not train & test
@@ -71,19 +73,19 @@ def test_splits_are_class_disjoint_and_cover_200_classes():
     # every class is drawn by several fonts, and every listed font draws it
     assert min(len(c.fonts) for c in classes) >= 8
     with pytest.raises(ValueError, match="even"):
-        S.glyph_classes(7)
+        G.glyph_classes(7)
     with pytest.raises(ValueError, match="num_classes"):
-        S.glyph_classes(202)
+        G.glyph_classes(202)
 
 
 def test_missing_glyphs_are_left_out_by_the_character_map():
-    assert S.glyph_fonts("\ue000") == ()  # a private-use code point: no font has it
+    assert G.glyph_fonts("\ue000") == ()  # a private-use code point: no font has it
     with pytest.raises(ValueError, match="no font draws"):
-        S.render_glyph("\ue000", 32, np.random.default_rng(0))
+        G.render_glyph("\ue000", 32, np.random.default_rng(0))
     # Computer Modern only for ASCII letters and digits (its other slots hold TeX's own glyphs)
-    assert any(f.startswith("cm") for f in S.glyph_fonts("A"))
-    assert not any(f.startswith("cm") for f in S.glyph_fonts("$"))
-    assert not any(f.startswith("cm") for f in S.glyph_fonts("Ж"))
+    assert any(f.startswith("cm") for f in G.glyph_fonts("A"))
+    assert not any(f.startswith("cm") for f in G.glyph_fonts("$"))
+    assert not any(f.startswith("cm") for f in G.glyph_fonts("Ж"))
 
 
 def test_the_tree_is_deterministic_and_image_k_depends_only_on_seed_class_k(tmp_path, glyph_tree):
@@ -103,17 +105,17 @@ def test_the_tree_is_deterministic_and_image_k_depends_only_on_seed_class_k(tmp_
 
 def test_render_glyph_varies_and_keeps_the_glyph_inside_the_safe_crop():
     rng = np.random.default_rng(0)
-    margin = round(48 * (1 - S.SAFE_CROP))
+    margin = round(48 * (1 - G.SAFE_CROP))
     images = []
     for _ in range(20):
-        image, (x, y, w, h) = S.render_glyph("R", 48, rng, distortion=0.03, clutter=1)
+        image, (x, y, w, h) = G.render_glyph("R", 48, rng, distortion=0.03, clutter=1)
         assert image.shape == (48, 48, 3) and image.dtype == np.uint8
         assert x >= margin and y >= margin and x + w <= 48 - margin and y + h <= 48 - margin
         assert max(w, h) >= 0.4 * 48
         images.append(image.astype(np.float64))
     assert np.std(np.stack(images), axis=0).mean() > 20  # fonts, colours, positions differ
     with pytest.raises(ValueError, match="distortion"):
-        S.render_glyph("R", 48, rng, distortion=0.5)
+        G.render_glyph("R", 48, rng, distortion=0.5)
 
 
 def test_similarity_flags_the_known_one_class_pairs():
@@ -121,42 +123,42 @@ def test_similarity_flags_the_known_one_class_pairs():
     pairs = ["AΑ", "AА", "oο", "Oo", "Ss", "Vv", "bd", "pq", "Il", "l1"]
     distinct = ["Kk", "Hh", "Aa"]  # (E/F scores 0.93: the selection is cautious and keeps one)
     chars = sorted(set("".join(pairs + distinct)))
-    sim = S.glyph_similarity(chars)
+    sim = G.glyph_similarity(chars)
     idx = {c: i for i, c in enumerate(chars)}
     assert np.allclose(sim, sim.T) and np.allclose(np.diag(sim), 1.0)
     for a, b in pairs:
-        assert sim[idx[a], idx[b]] >= S.AMBIGUITY_THRESHOLD, (a, b, sim[idx[a], idx[b]])
+        assert sim[idx[a], idx[b]] >= G.AMBIGUITY_THRESHOLD, (a, b, sim[idx[a], idx[b]])
     for a, b in distinct:
-        assert sim[idx[a], idx[b]] < S.SELECTION_THRESHOLD, (a, b, sim[idx[a], idx[b]])
+        assert sim[idx[a], idx[b]] < G.SELECTION_THRESHOLD, (a, b, sim[idx[a], idx[b]])
     # the mirror pair b/d is one class only because the pipeline flips: without flips it is not
-    no_flip = S.glyph_similarity(["b", "d"], flip=False)
-    assert no_flip[0, 1] < S.SELECTION_THRESHOLD
+    no_flip = G.glyph_similarity(["b", "d"], flip=False)
+    assert no_flip[0, 1] < G.SELECTION_THRESHOLD
 
 
 def test_no_two_classes_look_alike():
-    sim = S.glyph_similarity(S.GLYPHS)
+    sim = G.glyph_similarity(G.GLYPHS)
     np.fill_diagonal(sim, -1.0)
     i, j = np.unravel_index(np.argmax(sim), sim.shape)
-    assert sim[i, j] < S.AMBIGUITY_THRESHOLD, (S.GLYPHS[i], S.GLYPHS[j], sim[i, j])
+    assert sim[i, j] < G.AMBIGUITY_THRESHOLD, (G.GLYPHS[i], G.GLYPHS[j], sim[i, j])
 
 
 def test_write_cub_layout_checks_its_input(tmp_path):
     image = np.zeros((20, 20, 3), np.uint8)
     with pytest.raises(ValueError, match="class name"):
-        S.write_cub_layout(tmp_path / "a", [(1, image, None)], {1: "bad name"})
+        write_cub_layout(tmp_path / "a", [(1, image, None)], {1: "bad name"})
     with pytest.raises(ValueError, match="lacks"):
-        S.write_cub_layout(tmp_path / "b", [(2, image, None)], {1: "one"})
+        write_cub_layout(tmp_path / "b", [(2, image, None)], {1: "one"})
     with pytest.raises(ValueError, match="uint8"):
-        S.write_cub_layout(tmp_path / "c", [(1, image.astype(np.float32), None)], {1: "one"})
+        write_cub_layout(tmp_path / "c", [(1, image.astype(np.float32), None)], {1: "one"})
     assert not (tmp_path / "c" / "CUB_200_2011").exists()  # nothing half-written is left
-    root = S.write_cub_layout(tmp_path / "d", [(1, image, None), (101, image, (2, 3, 4, 5))],
+    root = write_cub_layout(tmp_path / "d", [(1, image, None), (101, image, (2, 3, 4, 5))],
                               {1: "one", 101: "two"})
     base = root / "CUB_200_2011"
     assert (base / "bounding_boxes.txt").read_text() == "1 0.0 0.0 20.0 20.0\n2 2.0 3.0 4.0 5.0\n"
     assert (base / "images.txt").read_text() == "1 001.one/one_0001.jpg\n2 101.two/two_0001.jpg\n"
     assert len(CUB200(root, split="test")) == 1
     with pytest.raises(FileExistsError):
-        S.write_cub_layout(tmp_path / "d", [(1, image, None)], {1: "one"})
+        write_cub_layout(tmp_path / "d", [(1, image, None)], {1: "one"})
 
 
 def test_standin_cache_builds_once_and_feeds_cached_batches(tmp_path):
