@@ -35,6 +35,7 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "tests"))  # the small trees of the official layouts (tests/trees.py)
 
 SECTION = "## Data pipeline"
 
@@ -170,7 +171,7 @@ def main(argv: list[str] | None = None) -> int:
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     loader_workers = cores if args.loader_workers is None else args.loader_workers
 
-    from heatup_lib.data.fixtures import write_cub_tree
+    from trees import write_cub_tree
 
     with tempfile.TemporaryDirectory(prefix="heatup_data_speed_") as tmp_name:
         tmp = Path(tmp_name)

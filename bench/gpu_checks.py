@@ -108,16 +108,16 @@ def standin(out: Path, work: Path, smoke: bool, compile_mode: str, limit: float)
     import torch
 
     from heatup_lib import benchmark as B
+    from heatup_lib.data.standin import STANDIN_NOTE, standin_cache
     from heatup_lib.embedding import SOURCE_FILE
 
     device = "cpu" if smoke else "cuda"
     overrides = dict(pretrained=False, compile=compile_mode)
-    ipc, size = 300, 256
+    ipc, size = 40, 256
     if smoke:
         overrides.update(num_epochs=2, batch_size=8, image_size=40, crop_size=32, eval_every=1)
         ipc, size = 8, 40
-    cache = B.standin_cache(work / "standin", images_per_class=ipc, image_size=size, seed=0,
-                            workers=None, mnist_root=unpack_mnist(work))
+    cache = standin_cache(work / "standin", images_per_class=ipc, image_size=size, seed=0, workers=None)
     runs = work / "standin-runs"
     summary = {}
     start = time.perf_counter()
@@ -128,7 +128,7 @@ def standin(out: Path, work: Path, smoke: bool, compile_mode: str, limit: float)
         t = time.perf_counter()
         settings = B.settings_for("cub200", "paper", device=device, **overrides)
         result = B.run_experiment("cub200", row, settings, cache_dir=cache, runs_dir=runs, preset="paper",
-                                  standin=B.STANDIN_NOTE, progress=False)
+                                  standin=STANDIN_NOTE, progress=False)
         summary[row] = {"seconds": round(time.perf_counter() - t, 1), "run": result.run_dir.name,
                         **{k: round(100 * v, 2) for k, v in result.metrics.items() if isinstance(v, float)}}
         print(row, json.dumps(summary[row]), flush=True)

@@ -50,10 +50,11 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "tests"))  # the small trees of the official layouts (tests/trees.py)
 
 from heatup_lib.data.augment import CachedBatches  # noqa: E402
 from heatup_lib.data.cache import ImageCache, prepare_dataset  # noqa: E402
-from heatup_lib.data.fixtures import write_cub_tree  # noqa: E402
+from trees import write_cub_tree  # noqa: E402
 from heatup_lib.heads import NormalizedSoftmax  # noqa: E402
 from heatup_lib.models import InceptionEmbedder  # noqa: E402
 from heatup_lib.schedules import Constant  # noqa: E402

@@ -45,7 +45,7 @@ from .train import TrainConfig, TrainResult, fit
 
 __all__ = ["DATASETS", "ROWS", "PAPER_ROWS", "BACKBONES", "RECALL_KS", "RECIPES", "HeatUp", "Settings",
            "settings_for", "row_alpha", "make_schedule", "build_backbone", "check_device",
-           "run_experiment", "run_params_of", "temperature_of", "CODE_MODULES", "SETTING_NAMES", "scaled_heatup", "load_trained",
+           "run_experiment", "run_params_of", "prepare_cache", "temperature_of", "CODE_MODULES", "SETTING_NAMES", "scaled_heatup", "load_trained",
            "check_same_data", "evaluate_run"]
 
 log = logging.getLogger(__name__)
@@ -254,6 +254,12 @@ def _resolve_cache(dataset: str, settings: Settings, cache_dir: str | Path | Non
     return Path(prepare_dataset(dataset, data_root, out, size=settings.image_size, progress=progress))
 
 
+def prepare_cache(dataset: str, settings: Settings, data_root: str | Path, runs_dir: str | Path,
+                  progress: bool = False) -> Path:
+    """The dataset's official folder decoded once into ``runs_dir/cache/<dataset>-<image_size>`` (reused after)."""
+    return _resolve_cache(dataset, settings, None, data_root, Path(runs_dir), progress)
+
+
 @dataclass
 class _Prepared:
     """Everything one benchmark run needs before ``fit``."""
@@ -446,25 +452,3 @@ def evaluate_run(run_dir: str | Path, *, cache_dir: str | Path | None = None, da
                          amp=settings.train.amp, channels_last=settings.train.channels_last)
     scores = {k: float(v) for k, v in metrics.evaluate(emb, y, dataset=block["dataset"]).items()}
     return (scores, emb, y, test_cache) if return_embeddings else scores
-
-
-# --- the stand-in dataset -------------------------------------------------------------------------
-
-STANDIN_NOTE = "MNIST digits in the CUB layout, not the paper's data"
-
-
-def standin_cache(out_dir: str | Path, images_per_class: int = 300, image_size: int = 64, seed: int = 0,
-                  workers: int | None = 0, progress: bool = False, mnist_root: str | Path | None = None) -> Path:
-    """A prepared cache of the stand-in (MNIST digits as a CUB-200-2011 tree, digits 0-4 train, 5-9 test), built once."""
-    from .data.fixtures import write_digits_cub_tree
-
-    check_int("images_per_class", images_per_class, min_value=2)
-    out_dir = Path(out_dir)
-    tree = out_dir / f"tree-{images_per_class}-{seed}"
-    cache = out_dir / f"cache-{images_per_class}-{seed}-{image_size}"
-    if not (cache / "manifest.json").is_file():
-        if not (tree / "CUB_200_2011" / "train_test_split.txt").is_file():
-            write_digits_cub_tree(tree, num_classes=10, images_per_class=images_per_class,
-                                  size=max(image_size, 16), seed=seed, mnist_root=mnist_root)
-        prepare_dataset("cub200", tree, cache, size=image_size, workers=workers, progress=progress)
-    return cache

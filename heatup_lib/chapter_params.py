@@ -65,6 +65,7 @@ def _chapter_03(p: dict[str, Any]) -> None:
         raise ValueError(f"dataset={p['dataset']!r} needs data_root; the stand-in has the CUB-200-2011 layout only")
     check_int("seeds", p["seeds"], 1, 20)
     check_int("processes", p["processes"], 1, 64)
+    check_int("standin_classes", p["standin_classes"], 4, 200)
     check_int("standin_images_per_class", p["standin_images_per_class"], 2, 5000)
     check_bool("pretrained", p["pretrained"])
     overrides = {k: p[k] for k in benchmark.SETTING_NAMES if k in p}
@@ -85,7 +86,7 @@ CHAPTER_PARAMETERS: dict[str, tuple[tuple[str, ...], Callable[[dict[str, Any]], 
             "mnist_snapshot_size", "mnist_panel_train_size", "mnist_panel_epochs"), _chapter_02),
     "03": (("seed", "runs_dir", "records_dir", "retrain", "device", "dataset", "rows", "data_root", "seeds", "processes",
             "backbone", "num_epochs", "batch_size", "embedding_dim", "image_size", "crop_size", "optimizer",
-            "lr", "eval_every", "pretrained", "standin_images_per_class"), _chapter_03),
+            "lr", "eval_every", "pretrained", "standin_classes", "standin_images_per_class"), _chapter_03),
     "04": (("runs_dir", "records_dir"), _chapter_04),
 }
 

@@ -269,6 +269,31 @@ def retrieval_gallery(images: Any, labels: Any, embeddings: Any, queries: Sequen
     return fig
 
 
+def class_samples(images: Any, labels: Any, num_classes: int = 8, per_class: int = 3,
+                  names: Sequence[str] | None = None) -> Figure:
+    """A grid of example images: one column per class (the first ``num_classes`` labels present), ``per_class`` rows.
+
+    ``images`` (N, H, W, 3) uint8 (e.g. an image cache), ``labels`` (N,); ``names`` titles the
+    columns (default: the label).
+    """
+    labels_np = _numpy(labels).reshape(-1)
+    if len(images) != len(labels_np):
+        raise ValueError(f"images ({len(images)}) and labels ({len(labels_np)}) must have the same length")
+    classes = list(dict.fromkeys(labels_np.tolist()))[:num_classes]
+    fig = Figure(figsize=(1.1 * len(classes), 1.1 * per_class), layout="constrained")
+    axes = fig.subplots(per_class, len(classes), squeeze=False)
+    for c, label in enumerate(classes):
+        members = np.flatnonzero(labels_np == label)[:per_class]
+        for r in range(per_class):
+            a = axes[r, c]
+            a.set_xticks([])
+            a.set_yticks([])
+            if r < len(members):
+                a.imshow(_display_image(images[members[r]]), interpolation="nearest")
+        axes[0, c].set_title(str(names[c]) if names is not None else f"class {label}", fontsize="small")
+    return fig
+
+
 def benchmark_curves(histories: Mapping[str, Sequence[Mapping[str, Any]]],
                      keys: Sequence[str] = ("loss", "alpha", "lr", "recall@1")) -> Figure:
     """Training curves of benchmark runs (name -> per-epoch history): loss, alpha, learning rate and test Recall@1 (recorded at evaluation epochs)."""

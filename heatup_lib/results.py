@@ -13,7 +13,7 @@ from .embedding import benchmark_block
 from .records import find_records
 
 __all__ = ["PAPER_RESULTS", "PAPER_BASELINES", "PAPER_R1_BY_DIM", "markdown_table", "mean_sd", "format_mean_sd",
-           "load_runs", "run_label", "table_metrics", "results_table", "results_markdown", "metric_title"]
+           "run_summary", "load_runs", "run_label", "table_metrics", "results_table", "results_markdown", "metric_title"]
 
 _ROWS = ("sm", "ls", "ln", "bn", "hln", "hbn")
 _PAPER_ROWS = ("sm", "ln", "bn", "hln", "hbn")
@@ -79,20 +79,22 @@ def format_mean_sd(values: Sequence[float], digits: int = 1, scale: float = 1.0)
     return f"{m:.{digits}f}" if n == 1 else f"{m:.{digits}f} ± {s:.{digits}f}"
 
 
+def run_summary(record: Any) -> dict[str, Any] | None:
+    """A benchmark run record (a ``RunRecord`` or ``ShownRun``) summarised for the tables, or None for another kind of run."""
+    block = benchmark_block(record.params)
+    if block is None:
+        return None
+    return {"dataset": block["dataset"], "row": block["row"], "preset": block.get("preset"),
+            "temperature": block.get("temperature"), "settings": block.get("settings", {}),
+            "data": block.get("data", {}), "model": block.get("model", {}), "metrics": dict(record.metrics or {}),
+            "history": list(record.history), "environment": dict(record.environment or {}),
+            "path": str(record.path)}
+
+
 def load_runs(*roots: str | Path) -> list[dict[str, Any]]:
-    """Every complete benchmark run record under ``roots``, summarised: dataset, row, metrics, history, environment, data, path."""
-    runs = []
-    for root in roots:
-        for record in find_records(root, complete_only=True):
-            block = benchmark_block(record.params)
-            if block is None:
-                continue
-            runs.append({"dataset": block["dataset"], "row": block["row"], "preset": block.get("preset"),
-                         "settings": block.get("settings", {}), "data": block.get("data", {}),
-                         "model": block.get("model", {}), "metrics": dict(record.metrics or {}),
-                         "history": list(record.history), "environment": dict(record.environment or {}),
-                         "path": str(record.path)})
-    return runs
+    """Every complete benchmark run record under ``roots``, summarised (:func:`run_summary`)."""
+    found = (run_summary(record) for root in roots for record in find_records(root, complete_only=True))
+    return [run for run in found if run is not None]
 
 
 def run_label(run: Mapping[str, Any]) -> str:

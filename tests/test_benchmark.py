@@ -23,7 +23,7 @@ TINY = dict(num_epochs=2, batch_size=8, image_size=40, crop_size=32, eval_every=
 def cub_cache(tmp_path_factory):
     """A prepared cache of the CUB fixture: 4 train and 4 test classes, 6 images each, 40 px."""
     from heatup_lib.data.cache import prepare_dataset
-    from heatup_lib.data.fixtures import write_cub_tree
+    from trees import write_cub_tree
 
     root = tmp_path_factory.mktemp("cub")
     write_cub_tree(root / "tree", num_classes=8, images_per_class=6, seed=0)
@@ -158,7 +158,7 @@ def test_class_mean_init_runs_inside_fit_after_settling(cub_cache, tmp_path):
     from heatup_lib.heads import NormalizedSoftmax
     from heatup_lib.models import InceptionEmbedder
 
-    settings = B.settings_for("cub200", "smoke", **{**TINY, "num_epochs": 1, "class_mean_init": True,
+    settings = B.settings_for("cub200", "smoke", **{**TINY, "backbone": "inception", "num_epochs": 1, "class_mean_init": True,
                                                     "bn_settle": True})
     result = B.run_experiment("cub200", "ln", settings, cache_dir=cub_cache, runs_dir=tmp_path, preset="smoke",
                               progress=False)

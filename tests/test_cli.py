@@ -22,7 +22,7 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 def cub_cache(tmp_path_factory):
     """A prepared cache of the CUB fixture: 4 train and 4 test classes, 6 images each, 40 px."""
     from heatup_lib.data.cache import prepare_dataset
-    from heatup_lib.data.fixtures import write_cub_tree
+    from trees import write_cub_tree
 
     root = tmp_path_factory.mktemp("cub_cli")
     write_cub_tree(root / "tree", num_classes=8, images_per_class=6, seed=1)
@@ -105,7 +105,7 @@ def test_cli_rejects_unknown_preset() -> None:
 def doors(cub_cache, tmp_path_factory):
     """A trained one-epoch CUB run (via the CLI), its cache, and a prepared SOP cache."""
     from heatup_lib.data.cache import prepare_dataset
-    from heatup_lib.data.fixtures import write_sop_tree
+    from trees import write_sop_tree
 
     root = tmp_path_factory.mktemp("doors")
     write_sop_tree(root / "sop", num_classes=8, images_per_class=3, seed=2)

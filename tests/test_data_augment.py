@@ -10,7 +10,7 @@ import torch
 
 from heatup_lib.data.augment import IMAGENET_MEAN, IMAGENET_STD, CachedBatches, center_offset, random_crop_flip
 from heatup_lib.data.cache import ImageCache, prepare_dataset
-from heatup_lib.data.fixtures import write_cub_tree
+from trees import write_cub_tree
 
 SIZE, CROP = 20, 14
 

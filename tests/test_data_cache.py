@@ -16,7 +16,7 @@ from PIL import Image
 from heatup_lib.data import cache as cache_mod
 from heatup_lib.data._common import CorruptImageError, load_resized
 from heatup_lib.data.cache import DATASETS, CacheError, ImageCache, prepare_dataset
-from heatup_lib.data.fixtures import write_cars_tree, write_cub_tree, write_sop_tree
+from trees import write_cars_tree, write_cub_tree, write_sop_tree
 
 WRITERS = {
     "cub200": lambda root: write_cub_tree(root, num_classes=8, images_per_class=2),

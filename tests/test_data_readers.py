@@ -26,11 +26,10 @@ from heatup_lib.data._common import (
 )
 from heatup_lib.data.cars import Cars196
 from heatup_lib.data.cub import CUB200
-from heatup_lib.data.fixtures import (
+from trees import (
     IMAGE_KINDS,
     write_cars_tree,
     write_cub_tree,
-    write_digits_cub_tree,
     write_sop_tree,
 )
 from heatup_lib.data.sop import StanfordOnlineProducts
@@ -400,21 +399,6 @@ def test_download_without_network_fails_clearly(tmp_path: Path, monkeypatch, cls
         cls(tmp_path, "train", download=True)
     msg = str(info.value)
     assert dead in msg and "could not download" in msg and "get " in msg
-
-
-# ----------------------------------------------------------------------------- the digits stand-in
-def test_digits_stand_in_is_a_cub_tree_with_a_zero_shot_split(tmp_path: Path) -> None:
-    root = write_digits_cub_tree(tmp_path, num_classes=4, images_per_class=3, size=32, seed=0)
-    train, test = CUB200(root, "train"), CUB200(root, "test")
-    assert train.class_ids == [1, 2] and test.class_ids == [101, 102]
-    assert train.classes == ["001.digit_0", "002.digit_1"] and test.classes == ["101.digit_2", "102.digit_3"]
-    assert (len(train), len(test)) == (6, 6)
-    imgs = [np.asarray(train[i][0]).astype(float) for i in range(len(train))]
-    assert all(a.shape == (32, 32, 3) for a in imgs)
-    assert min(a.std() for a in imgs) > 10  # a digit on a background, not a flat canvas
-    assert np.abs(imgs[0] - imgs[1]).mean() > 10  # varied, not one template
-    with pytest.raises(ValueError, match="num_classes must be an even number in \\[2, 10\\], got 3"):
-        write_digits_cub_tree(tmp_path / "bad", num_classes=3)
 
 
 # ----------------------------------------------------------------------------- the protocol's guarantees

@@ -21,7 +21,7 @@ import pytest
 
 from _cli import alive, children, heatup, start, wait_for
 from heatup_lib.data.cache import prepare_dataset
-from heatup_lib.data.fixtures import write_cub_tree
+from trees import write_cub_tree
 
 pytestmark = [pytest.mark.slow,
               pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc; flock")]

@@ -1,9 +1,8 @@
-"""Small trees in each benchmark's official on-disk layout, for tests and the smoke preset.
+"""Small trees in each benchmark's official on-disk layout, for the tests and the data benchmarks (not part of the library).
 
 The images are real files of varied sizes and modes (RGB, grayscale and CMYK JPEGs, and a PNG
 behind a ``.jpg`` name); class ids span each dataset's real range so that the class-disjoint
-split logic is exercised with few images. ``write_digits_cub_tree`` writes MNIST digits in the
-CUB layout: a stand-in with real learnable structure.
+split logic is exercised with few images.
 """
 
 from __future__ import annotations
@@ -14,14 +13,13 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from .sop import SOP_CATEGORIES
+from heatup_lib.data.sop import SOP_CATEGORIES
 
 __all__ = [
     "IMAGE_KINDS",
     "write_cub_tree",
     "write_cars_tree",
     "write_sop_tree",
-    "write_digits_cub_tree",
     "spread_class_ids",
 ]
 
@@ -229,69 +227,4 @@ def write_sop_tree(
     (base / "Ebay_train.txt").write_text("\n".join([header] + lines["train"]) + "\n")
     (base / "Ebay_test.txt").write_text("\n".join([header] + lines["test"]) + "\n")
     (base / "Ebay_info.txt").write_text("\n".join([header] + info) + "\n")
-    return root
-
-
-def write_digits_cub_tree(
-    root: str | os.PathLike,
-    num_classes: int = 10,
-    images_per_class: int = 40,
-    size: int = 64,
-    seed: int = 0,
-    mnist_root: str | os.PathLike | None = None,
-) -> Path:
-    """Write real MNIST digits as RGB JPEGs in the CUB layout under ``root``; return ``root``.
-
-    Digits ``0..C/2-1`` become CUB classes ``1..C/2`` (the train split), digits ``C/2..C-1``
-    become classes ``101..`` (the test split), so a model trained on the first digits is
-    evaluated zero-shot on the others. Each image is a ``size`` x ``size`` canvas with a random
-    background and digit colour, the digit scaled to 45-90 % of the canvas at a random position,
-    plus pixel noise.
-    """
-    from .mnist import load_mnist
-
-    if not (2 <= num_classes <= 10 and num_classes % 2 == 0):
-        raise ValueError(f"num_classes must be an even number in [2, 10], got {num_classes}")
-    if images_per_class < 1:
-        raise ValueError(f"images_per_class must be >= 1, got {images_per_class}")
-    if size < 16:
-        raise ValueError(f"size must be >= 16, got {size}")
-    images, labels = load_mnist(root=mnist_root, split="train")
-    images_np, labels_np = np.asarray(images), np.asarray(labels)
-    rng = np.random.default_rng(seed)
-    root = Path(root)
-    base = root / "CUB_200_2011"
-    half = num_classes // 2
-    list_images, list_labels, class_lines = [], [], []
-    image_id = 0
-    for digit in range(num_classes):
-        class_id = 1 + digit if digit < half else 101 + digit - half
-        folder = f"{class_id:03d}.digit_{digit}"
-        class_lines.append(f"{class_id} {folder}")
-        pool = np.flatnonzero(labels_np == digit)
-        if len(pool) < images_per_class:
-            raise ValueError(f"MNIST has {len(pool)} images of digit {digit}, fewer than images_per_class={images_per_class}")
-        for k, idx in enumerate(rng.choice(pool, size=images_per_class, replace=False)):
-            image_id += 1
-            side = int(rng.integers(int(0.45 * size), int(0.9 * size) + 1))
-            glyph = np.asarray(Image.fromarray(images_np[idx]).resize((side, side), Image.BILINEAR), dtype=np.float64) / 255.0
-            background = rng.integers(0, 256, 3).astype(np.float64)
-            foreground = np.where(background > 127, rng.integers(0, 90, 3), rng.integers(166, 256, 3)).astype(np.float64)
-            canvas = np.broadcast_to(background, (size, size, 3)).copy()
-            y0, x0 = (int(v) for v in rng.integers(0, size - side + 1, 2))
-            region = canvas[y0 : y0 + side, x0 : x0 + side]
-            canvas[y0 : y0 + side, x0 : x0 + side] = region * (1 - glyph[..., None]) + foreground * glyph[..., None]
-            canvas += rng.normal(0.0, 10.0, canvas.shape)
-            rel = f"{folder}/digit_{digit}_{k:04d}.jpg"
-            path = base / "images" / rel
-            path.parent.mkdir(parents=True, exist_ok=True)
-            Image.fromarray(np.clip(canvas, 0, 255).astype(np.uint8), mode="RGB").save(path, format="JPEG", quality=92)
-            list_images.append(f"{image_id} {rel}")
-            list_labels.append(f"{image_id} {class_id}")
-    (base / "images.txt").write_text("\n".join(list_images) + "\n")
-    (base / "image_class_labels.txt").write_text("\n".join(list_labels) + "\n")
-    (base / "classes.txt").write_text("\n".join(class_lines) + "\n")
-    (base / "bounding_boxes.txt").write_text("\n".join(f"{i} 0.0 0.0 {size}.0 {size}.0" for i in range(1, image_id + 1)) + "\n")
-    # Written last: its presence means the tree is complete.
-    (base / "train_test_split.txt").write_text("\n".join(f"{i} 1" for i in range(1, image_id + 1)) + "\n")
     return root
