@@ -36,14 +36,14 @@ def load_or_train(jobs: Sequence[MnistJob], *, runs_dir: str | Path, records_dir
 
 
 def chapter_jobs(settings: MnistSettings, seeds: Sequence[int], *, preset: str | None, data_seed: int = 0,
-                 mnist_root: str | None = None, device: str = "cpu", names: Sequence[str] | None = None
-                 ) -> list[MnistJob]:
+                 mnist_root: str | None = None, device: str = "cpu", names: Sequence[str] | None = None,
+                 keep_weights: bool = True) -> list[MnistJob]:
     """Every run of a chapter: each setting (default: chapter 2's five) on all digits and zero-shot, for each seed.
 
-    The first seed's alpha = 16 run on all digits keeps its weights (chapter 2's training panel
-    starts from them).
+    With ``keep_weights`` the first seed's alpha = 16 run on all digits keeps its weights
+    (chapter 2's training panel starts from them).
     """
-    keeper = f"alpha={settings.heatup_alpha:g}"
+    keeper = f"alpha={settings.heatup_alpha:g}" if keep_weights else None
     return [MnistJob(settings, name, group, seed, data_seed, preset, mnist_root, device,
                      keep_weights=(group, seed, name) == ("all-digits", seeds[0], keeper))
             for group in GROUPS for name in (names or setting_names(settings)) for seed in seeds]

@@ -1,4 +1,4 @@
-"""Figures used by the chapters: gradient curves, schedules, distribution maps, training curves, retrieval galleries."""
+"""Figures used by the chapters: gradient curves, schedules, distribution maps, training curves, retrieval galleries, intervals and alpha trajectories."""
 
 from __future__ import annotations
 
@@ -433,4 +433,61 @@ def schedule_curves(schedules: Mapping[str, Any], quantity: str = "alpha", ax: A
     ax.legend(fontsize=8, frameon=False)
     if title:
         ax.set_title(title)
+    return ax.figure
+
+
+# --- Chapter 5: methods with their intervals, and the alpha each one used ---
+
+def interval_forest(panels: Mapping[str, Mapping[str, tuple[float, float]]], xlabel: str = "",
+                    reference: str | None = None, panel_width: float = 3.6) -> Figure:
+    """One panel per entry of ``panels`` (title -> {method: (mean, half-width)}), every method on one axis with its interval.
+
+    Methods are listed top to bottom in the order of the first panel; a method a panel lacks is
+    left out of it. ``reference`` (a method name) gets a dashed vertical line at its mean, so
+    that an interval that misses the line differs from the reference by more than its own width.
+    A half-width that is not finite (one seed) is drawn as a point without a bar.
+    """
+    if not panels:
+        raise ValueError("panels must hold at least one panel, got none")
+    methods = list(next(iter(panels.values())))
+    for title, entries in panels.items():
+        methods += [m for m in entries if m not in methods]
+    fig = Figure(figsize=(panel_width * len(panels) + 1.6, 0.32 * len(methods) + 1.0), layout="constrained")
+    axes = list(fig.subplots(1, len(panels), sharey=True, squeeze=False).flat)
+    y = {m: len(methods) - 1 - i for i, m in enumerate(methods)}
+    for a, (title, entries) in zip(axes, panels.items()):
+        for m, (mean, half) in entries.items():
+            colour = "#d73027" if m == reference else "#4575b4"
+            err = half if np.isfinite(half) else None
+            a.errorbar(mean, y[m], xerr=err, fmt="o", ms=4, color=colour, capsize=3, lw=1.3)
+        if reference is not None and reference in entries:
+            a.axvline(entries[reference][0], color="#d73027", ls="--", lw=0.8, alpha=0.7)
+        a.set_title(title, fontsize="medium")
+        a.set_xlabel(xlabel)
+        a.grid(axis="x", alpha=0.3)
+    axes[0].set_yticks(list(y.values()), list(y))
+    axes[0].set_ylim(-0.7, len(methods) - 0.3)
+    return fig
+
+
+def alpha_trajectories(trajectories: Mapping[str, Sequence[Sequence[float]]], steps_per_epoch: float | None = None,
+                       ax: Axes | None = None, title: str = "") -> Figure:
+    """The alpha every training step used, per method (name -> one sequence per seed), on a log axis.
+
+    The x axis is in epochs when ``steps_per_epoch`` is given, else in steps. Seeds of a method
+    share its colour.
+    """
+    ax = _new_axes(ax, (6.4, 3.2))
+    colours = matplotlib.colormaps["tab10"].colors
+    for i, (name, runs) in enumerate(trajectories.items()):
+        for j, alphas in enumerate(runs):
+            a = _numpy(alphas).astype(float)
+            x = np.arange(1, len(a) + 1) / (steps_per_epoch or 1.0)
+            ax.plot(x, a, lw=1.1, color=colours[i % 10], alpha=0.85, label=name if j == 0 else None)
+    ax.set_yscale("log")
+    ax.set_xlabel("epochs" if steps_per_epoch else "training steps")
+    ax.set_ylabel("alpha used")
+    ax.set_title(title, fontsize="medium")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize="x-small", loc="center left", bbox_to_anchor=(1.01, 0.5))
     return ax.figure

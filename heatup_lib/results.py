@@ -12,7 +12,7 @@ from .checks import check_choice
 from .embedding import benchmark_block
 from .records import find_records
 
-__all__ = ["PAPER_RESULTS", "PAPER_BASELINES", "PAPER_R1_BY_DIM", "markdown_table", "mean_sd", "format_mean_sd",
+__all__ = ["PAPER_RESULTS", "PAPER_BASELINES", "PAPER_R1_BY_DIM", "markdown_table", "mean_sd", "mean_ci", "format_mean_sd",
            "run_summary", "load_runs", "run_label", "table_metrics", "results_table", "results_markdown", "metric_title"]
 
 _ROWS = ("sm", "ls", "ln", "bn", "hln", "hbn")
@@ -69,6 +69,21 @@ def mean_sd(values: Sequence[float]) -> tuple[float, float, int]:
     if not finite:
         return math.nan, math.nan, 0
     return statistics.fmean(finite), statistics.stdev(finite) if len(finite) > 1 else 0.0, len(finite)
+
+
+def mean_ci(values: Sequence[float], level: float = 0.95) -> tuple[float, float, int]:
+    """Mean, half-width of its ``level`` confidence interval (Student's t, ``n - 1`` degrees of freedom) and count of the finite ``values``.
+
+    The half-width is ``t_{(1 + level) / 2, n - 1} * s / sqrt(n)``; it is ``nan`` for fewer than two values.
+    """
+    if not 0.0 < level < 1.0:
+        raise ValueError(f"level must be in (0, 1), got {level!r}")
+    from scipy.stats import t  # scipy comes with scikit-learn
+
+    m, s, n = mean_sd(values)
+    if n < 2:
+        return m, math.nan, n
+    return m, float(t.ppf((1.0 + level) / 2.0, n - 1)) * s / math.sqrt(n), n
 
 
 def format_mean_sd(values: Sequence[float], digits: int = 1, scale: float = 1.0) -> str:

@@ -16,6 +16,7 @@ BAD = {
     "02": ("mnist_train_size", "many", "mnist_train_size must be an integer >= 100 and <= 60000, got 'many'"),
     "03": ("dataset", "imagenet", "Unknown value 'imagenet' for argument dataset"),
     "04": ("preset", "fast", "Unknown value 'fast' for argument preset"),
+    "05": ("study_seeds", 0, "study_seeds must be an integer >= 1 and <= 20, got 0"),
 }
 
 

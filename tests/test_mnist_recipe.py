@@ -51,6 +51,8 @@ def test_a_job_trains_writes_its_arrays_and_is_found_again(tmp_path) -> None:
     torch.set_num_threads(1)
     jobs = mnist_runs.chapter_jobs(S, [0], preset="smoke", names=["alpha=16", "alpha=16 heat-up"])
     assert [j.keep_weights for j in jobs] == [True, False, False, False]
+    kept = mnist_runs.chapter_jobs(S, [0], preset="smoke", names=["alpha=16"], keep_weights=False)
+    assert [j.keep_weights for j in kept] == [False, False]  # chapter 5 keeps no weights
     assert [j.snapshot_size for j in jobs] == [0, 20, 0, 20]
     first = mnist_runs.load_or_train(jobs[:2], runs_dir=tmp_path, progress=False)
     assert [r.origin for r in first] == ["trained", "trained"]

@@ -184,3 +184,36 @@ def test_retrieval_gallery_marks_right_and_wrong():
         assert kinds == ["query"] + ["right" if labels[j] == labels[q] else "wrong" for j in nbrs]
     with pytest.raises(ValueError, match="k must be in"):
         retrieval_gallery(images, labels, emb, [0], k=12)
+
+
+def test_interval_forest_puts_each_method_at_its_mean_with_its_interval():
+    from heatup_lib.plots import interval_forest
+
+    panels = {"a": {"x": (1.0, 0.5), "ref": (2.0, 0.1)}, "b": {"ref": (3.0, 0.2), "y": (4.0, float("nan"))}}
+    fig = interval_forest(panels, xlabel="R@1", reference="ref")
+    left, right = fig.axes
+    assert [t.get_text() for t in left.get_yticklabels()] == ["x", "ref", "y"]  # first panel's order, then new ones
+    # each method's point sits at its mean on its own row; the interval spans mean +- half
+    points = {tuple(np.round(line.get_xydata()[0], 6)) for line in left.lines if line.get_marker() == "o"}
+    assert points == {(1.0, 2.0), (2.0, 1.0)}
+    bars = [c for c in left.collections if c.get_segments()]
+    spans = sorted(tuple(np.round(s[:, 0], 6)) for c in bars for s in c.get_segments())
+    assert spans == [(0.5, 1.5), (1.9, 2.1)]
+    # the reference's dashed line at its mean in each panel; a nan half-width is a bare point
+    assert any(line.get_linestyle() == "--" and line.get_xdata()[0] == 3.0 for line in right.lines)
+    assert {tuple(line.get_xydata()[0]) for line in right.lines if line.get_marker() == "o"} == {(3.0, 1.0), (4.0, 0.0)}
+    with pytest.raises(ValueError, match="at least one panel"):
+        interval_forest({})
+
+
+def test_alpha_trajectories_plot_every_step_in_epochs():
+    from heatup_lib.plots import alpha_trajectories
+
+    runs = {"learned": [[16.0, 15.0, 14.0, 13.0], [16.0, 15.5, 15.0, 14.5]], "fixed": [[3.0] * 4]}
+    fig = alpha_trajectories(runs, steps_per_epoch=2)
+    ax = fig.axes[0]
+    assert len(ax.lines) == 3 and ax.get_yscale() == "log"
+    assert np.allclose(ax.lines[0].get_xdata(), [0.5, 1.0, 1.5, 2.0])
+    assert np.allclose(ax.lines[1].get_ydata(), runs["learned"][1])
+    assert ax.lines[0].get_color() == ax.lines[1].get_color() != ax.lines[2].get_color()
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == ["learned", "fixed"]

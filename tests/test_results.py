@@ -57,3 +57,29 @@ def test_markdown_table_and_mean_sd():
     assert T.mean_sd([4.0]) == (4.0, 0.0, 1)
     assert T.mean_sd([]) [2] == 0 and T.format_mean_sd([]) == "-"
     assert T.format_mean_sd([0.1, 0.3], digits=1, scale=100) == "20.0 ± 14.1"
+
+
+def test_mean_ci_is_students_t_interval_worked_by_hand():
+    import math
+
+    # Student's t quantiles in closed form: 2 and 4 degrees of freedom (p the upper tail's CDF)
+    def t2(p):
+        return (2 * p - 1) * math.sqrt(2 / (1 - (2 * p - 1) ** 2))
+
+    def t4(p):
+        a = 4 * p * (1 - p)
+        return 2 * math.sqrt(math.cos(math.acos(math.sqrt(a)) / 3) / math.sqrt(a) - 1)
+
+    assert t2(0.975) == pytest.approx(4.3027, abs=1e-4) and t4(0.95) == pytest.approx(2.1318, abs=1e-4)  # tables
+    # [1, 2, 3]: mean 2, sd 1, half-width t(0.975, 2) / sqrt(3)
+    m, half, n = T.mean_ci([1.0, 2.0, 3.0])
+    assert (m, n) == (2.0, 3) and half == pytest.approx(t2(0.975) / 3 ** 0.5, rel=1e-9)
+    # five values at 90%: t(0.95, 4)
+    values = [0.5, 0.7, 0.1, 0.9, 0.3]
+    m, half, n = T.mean_ci(values, level=0.90)
+    sd = (sum((v - 0.5) ** 2 for v in values) / 4) ** 0.5
+    assert m == pytest.approx(0.5) and half == pytest.approx(t4(0.95) * sd / 5 ** 0.5, rel=1e-9)
+    m, half, n = T.mean_ci([4.0, float("nan")])  # one finite value: no interval
+    assert (m, n) == (4.0, 1) and half != half
+    with pytest.raises(ValueError, match="level must be in \\(0, 1\\), got 95"):
+        T.mean_ci([1.0, 2.0], level=95)
