@@ -5,9 +5,14 @@ order given, each under its own time limit, each writing its log to ``--out``:
 
 - ``tests``: the CUDA-only tests (CUDA vs CPU parity of metrics, k-means, batches, and the
   training speed-ups following the plain trajectory);
-- ``standin``: the five table rows (SM, LN, BN, HLN, HBN) on the MNIST stand-in with the paper's
-  schedule (80 epochs, batch 32, 256 px cache, 224 crop, from scratch: no ImageNet weights there);
-  their run records, without checkpoints, are packed into ``records.tgz`` for ``records/``;
+- ``standin``: the five table rows (SM, LN, BN, HLN, HBN) on the glyph stand-in (100 + 100
+  classes) with the paper's schedule (80 epochs, batch 32, 256 px cache, 224 crop, Inception from
+  scratch: no ImageNet weights there); their run records, without checkpoints, are packed into
+  ``records.tgz`` for ``records/``;
+- ``chapters``: chapter 2's and chapter 5's MNIST runs of the ``paper`` preset (60,000 digits,
+  100 epochs, the seeds of ``params/paper.yaml``; chapter 5's grid and heat-up are chapter 2's own
+  runs), one after another until the time limit, exported as the records the chapters load
+  (``records/mnist/paper/``) into ``chapters.tgz``;
 - ``speed``: ``bench/train_speed.py`` at batch 32 (fp32, bf16) and 256 (bf16 + channels-last)
   for the plain path and each speed-up;
 - ``data``, ``metrics``, ``mnist``: the GPU paths of the other bench scripts;
@@ -25,8 +30,12 @@ of this has run on a GPU yet)::
     HEATUP_GIT_COMMIT=<commit> python3 bench/gpu_checks.py tests standin --out $OUT
     HEATUP_GIT_COMMIT=<commit> python3 bench/gpu_checks.py speed data metrics --out $OUT
 
-then, here: unpack ``records.tgz`` into ``records/h200-standin/`` and copy ``RESULTS.md`` over
-``bench/RESULTS.md`` (it is this tree's file with the new sections appended).
+    HEATUP_GIT_COMMIT=<commit> python3 bench/gpu_checks.py chapters --chapters-limit 540 --out $OUT
+
+then, here: unpack ``records.tgz`` into ``records/h200-standin/``, ``chapters.tgz`` into the
+project root (it holds ``records/mnist/paper/...``; a later call trains the runs still missing),
+and copy ``RESULTS.md`` over ``bench/RESULTS.md`` (it is this tree's file with the new sections
+appended).
 
 ``--smoke`` runs every stage tiny on the CPU, to check the plumbing here before spending GPU time.
 """
@@ -48,7 +57,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # the device machine has no installed heatup_lib: use this checkout's
 PACK = ROOT / ".gpu"
 MNIST_FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
-STAGES = ("tests", "standin", "speed", "data", "metrics", "mnist", "full")
+STAGES = ("tests", "standin", "chapters", "speed", "data", "metrics", "mnist", "full")
 ROWS = ("sm", "ln", "bn", "hln", "hbn")
 
 
@@ -142,6 +151,45 @@ def standin(out: Path, work: Path, smoke: bool, compile_mode: str, limit: float)
     return 0 if len(summary) == len(ROWS) else 1
 
 
+def chapters(out: Path, work: Path, smoke: bool, limit: float) -> int:
+    """Train chapter 2's and 5's MNIST runs of the paper preset (smoke: the smoke preset, on the CPU) and pack their records.
+
+    Runs already in ``records/`` are skipped; no new run starts once ``limit`` seconds have passed.
+    """
+    from heatup_lib import mnist_recipe as R
+    from heatup_lib import mnist_runs as M
+    from heatup_lib.presets import load_preset
+    from heatup_lib.recorded import export_all, find
+    from heatup_lib.study import study_methods
+
+    p = load_preset("smoke" if smoke else "paper")
+    device, root, seeds = ("cpu" if smoke else "cuda"), str(unpack_mnist(work)), list(range(p["mnist_seeds"]))
+    ch2 = R.MnistSettings.from_parameters(p)
+    sizes = {f"mnist_{k[len('study_mnist_'):]}": v for k, v in p.items() if k.startswith("study_mnist_")}
+    ch5 = R.MnistSettings.from_parameters({**p, **sizes, "mnist_alphas": p["study_alphas"]})
+    methods = [m for family in study_methods(p["study_alphas"], p["mnist_heatup_alpha"]).values() for m in family]
+    jobs = M.chapter_jobs(ch2, seeds, preset=p["preset"], mnist_root=root, device=device)
+    jobs += M.chapter_jobs(ch5, list(range(p["study_seeds"])), preset=p["preset"], mnist_root=root, device=device,
+                           names=methods, keep_weights=False)
+    runs, start, done = work / "chapter-runs", time.perf_counter(), 0
+    recorded = [(ROOT / "records", "committed"), (runs, "local")]
+    todo = [j for j in jobs if find(R.job_params(j), recorded, need=("test_features",)) is None]
+    print(f"chapters: {len(jobs)} runs, {len(todo)} not yet recorded", flush=True)
+    for job in todo:
+        if time.perf_counter() - start > limit:
+            print(f"chapters: {limit:.0f} s passed, {len(todo) - done} runs not started", flush=True)
+            break
+        t = time.perf_counter()
+        R.run_job(job, runs)
+        done += 1
+        print(f"{job.name} ({job.settings.num_epochs} epochs): {time.perf_counter() - t:.0f} s", flush=True)
+    exported = export_all(runs, work / "export" / "records", "mnist", p["preset"])
+    with tarfile.open(out / "chapters.tgz", "w:gz") as tar:
+        for path in exported:
+            tar.add(path, arcname=str(path.relative_to(work / "export")))
+    return 0 if done == len(todo) else 1
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("stages", nargs="*", default=["tests", "standin"], help=f"any of {STAGES} (default: tests standin)")
@@ -153,6 +201,7 @@ def main() -> int:
                    help="compile mode of the stand-in runs; auto: reduce-overhead if the tests stage passed "
                    "in this call (it checks that path against the plain one), else off")
     p.add_argument("--standin-limit", type=float, default=420, help="no new stand-in row after this many seconds")
+    p.add_argument("--chapters-limit", type=float, default=480, help="no new chapter run after this many seconds")
     args = p.parse_args()
     if args.pack:
         return pack()
@@ -182,6 +231,8 @@ def main() -> int:
             if mode == "auto":
                 mode = "reduce-overhead" if status.get("tests") == 0 and not smoke else "off"
             rc = standin(out, work, smoke, mode, args.standin_limit)
+        elif stage == "chapters":
+            rc = chapters(out, work, smoke, args.chapters_limit)
         elif stage == "speed":
             cmd = [py, "bench/train_speed.py", "--device", dev, "--workdir", str(work / "speed"), *speed_small, *record, *note]
             rc = run(cmd + ["--batch-sizes", "32" if not smoke else "16",
