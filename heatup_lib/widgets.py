@@ -182,7 +182,8 @@ class TrainingPanel(widgets.VBox):
         numbers = {"accuracy": float((cos.argmax(1) == self.y_map).float().mean()),
                    "compactness": angular_summary(feats, self.y_map)["compactness"]}
         fig = distribution_map(feats, self.y_map, weights,
-                               title=f"{title}: {100 * numbers['accuracy']:.1f}% correct, "
+                               # two lines: on one, the title is wider than the map and its ends are cut off
+                               title=f"{title}:\n{100 * numbers['accuracy']:.1f}% correct, "
                                      f"{numbers['compactness']:.1f}° compactness")
         self.image.value = _figure_png(fig)
         self.maps.append(self.image.value)
