@@ -454,6 +454,14 @@ def test_internal_links_resolve(crawl: dict[str, PageReport], book_html: Path) -
     assert not broken, f"{len(broken)} of {checked} internal links are broken:\n" + "\n".join(broken)
 
 
+def test_every_saved_widget_is_drawn(crawl: dict[str, PageReport]) -> None:
+    """On any page (not only the chapters with panels), every saved widget view is drawn, none as an error."""
+    problems = [f"{p}: {r.widget_views} saved widget views, {r.widgets_rendered} drawn"
+                for p, r in sorted(crawl.items()) if r.widgets_rendered < r.widget_views]
+    problems += [f"{p}: a widget failed to render" for p, r in sorted(crawl.items()) if "Error displaying widget" in r.text]
+    assert not problems, "\n".join(problems)
+
+
 @pytest.mark.parametrize("chapter", WIDGET_CHAPTERS)
 def test_chapter_widgets_render_from_saved_state(crawl: dict[str, PageReport], chapter: str) -> None:
     pages = [p for p in crawl if p.startswith(f"notebooks/{chapter}_")]
