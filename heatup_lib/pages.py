@@ -9,7 +9,8 @@ makes the page's copy of an executed notebook (the notebooks themselves keep the
   ``remove-cell`` tag, so that a page shows its chapter's own ``parameters`` cell once;
 - tqdm's output is dropped: the widget bars of ``tqdm.notebook`` (an HBox of HTML, progress bar,
   HTML; their models are dropped from the saved widget state too) and the text bars a worker
-  process writes to stderr (the lines of the stream that are bars; the rest of it is kept).
+  process writes to stderr (the lines of the stream that are bars; the rest of it is kept;
+  consecutive outputs of one stream are first merged, as the page shows them anyway).
 """
 
 from __future__ import annotations
@@ -41,13 +42,15 @@ def is_progress_line(text: str) -> bool:
 
 def _strip_bars(text: str) -> str:
     """``text`` without its progress-bar lines; a line redrawn with ``\\r`` counts as a bar if any redraw is one."""
+    lines = text.split("\n")
     kept = []
-    for line in text.split("\n"):
+    for i, line in enumerate(lines):
         parts = [p for p in line.split("\r") if p.strip()]
         if parts and any(is_progress_line(p) for p in parts):
-            continue
-        kept.append(parts[-1] if parts else line.replace("\r", ""))  # a line drawn over shows its last drawing
-    return "\n".join(kept)
+            continue  # the bar and its newline
+        shown = parts[-1] if parts else line.replace("\r", "")  # a line drawn over shows its last drawing
+        kept.append(shown + ("\n" if i < len(lines) - 1 else ""))
+    return "".join(kept)
 
 
 def _text(value: Any) -> str:
@@ -111,6 +114,20 @@ def _drop_models(state: dict[str, Any], roots: set[str]) -> None:
         del state[mid]
 
 
+def _merge_streams(outputs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Consecutive outputs of one stream as one (as the page shows them, ``nb_merge_streams``), so that a bar
+    that the kernel sent in two pieces is seen whole."""
+    merged: list[dict[str, Any]] = []
+    for output in outputs:
+        last = merged[-1] if merged else None
+        if (output.get("output_type") == "stream" and last is not None and last.get("output_type") == "stream"
+                and last.get("name") == output.get("name")):
+            merged[-1] = {**last, "text": _text(last.get("text")) + _text(output.get("text"))}
+        else:
+            merged.append(output)
+    return merged
+
+
 def page_notebook(nb: dict[str, Any]) -> dict[str, Any]:
     """The page's copy of an executed notebook (a notebook as JSON, changed in place and returned); see the module."""
     widgets = nb.get("metadata", {}).get("widgets", {}).get(WIDGET_STATE, {})
@@ -123,7 +140,7 @@ def page_notebook(nb: dict[str, Any]) -> dict[str, Any]:
         if cell.get("cell_type") != "code":
             continue
         outputs = []
-        for output in cell.get("outputs", []):
+        for output in _merge_streams(cell.get("outputs", [])):
             if output.get("output_type") == "stream":
                 text = _strip_bars(_text(output.get("text", "")))
                 if not text.strip():

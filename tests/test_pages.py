@@ -120,6 +120,15 @@ def test_progress_bars_are_left_out_and_everything_else_kept() -> None:
     assert "40%|bar|" in prose["source"], "markdown is never touched"
 
 
+def test_a_bar_sent_in_two_pieces_is_left_out_whole() -> None:
+    nb = {"cells": [_code("run()", [_stream("stderr", "\rtrain:  50%|#####     "),
+                                    _stream("stderr", "| 4/8 [00:01<00:01,  3.1step/s]\n"),
+                                    _stream("stdout", "done\n"), _stream("stdout", "and done\n")])],
+          "metadata": {}, "nbformat": 4, "nbformat_minor": 5}
+    outputs = page_notebook(nb)["cells"][0]["outputs"]
+    assert outputs == [_stream("stdout", "done\nand done\n")]
+
+
 def test_bar_models_are_dropped_from_the_widget_state_but_shared_ones_kept() -> None:
     state = page_notebook(_executed())["metadata"]["widgets"][STATE]["state"]
     assert sorted(state) == ["link", "panel", "panel-l", "panel-r", "panel-s", "shared-style"]
