@@ -137,12 +137,15 @@ def _toc_files(toc: Any) -> list[str]:
 def stage_book(executed_dir: str | Path, out_dir: str | Path, root: str | Path | None = None) -> Path:
     """Assemble the book's sources in ``out_dir``: the configuration, ``book/``, and the executed chapters as ``notebooks/``.
 
-    The clean notebooks are never staged: a page of the book is always an executed notebook. Every
+    The clean notebooks are never staged: a page of the book is always an executed notebook, as
+    ``heatup_lib.pages`` shows it (papermill's parameters cell hidden, progress bars left out). Every
     file that ``_toc.yml`` lists must be there, so that a chapter that failed to execute stops the
     build here with its name instead of as a Sphinx warning.
     """
     import shutil
     import tempfile
+
+    from .pages import write_page_notebook
 
     root = Path(root) if root is not None else project_root()
     executed_dir, out_dir = Path(executed_dir), Path(out_dir)
@@ -158,8 +161,8 @@ def stage_book(executed_dir: str | Path, out_dir: str | Path, root: str | Path |
             else:
                 shutil.copy2(source, staging / name)
         (staging / "notebooks").mkdir()
-        for nb in sorted(executed_dir.glob("*.ipynb")):
-            shutil.copy2(nb, staging / "notebooks" / nb.name)
+        for nb in sorted(executed_dir.glob("*.ipynb")):  # the pages' copies: no injected parameters, no progress bars
+            write_page_notebook(nb, staging / "notebooks" / nb.name)
         toc = yaml.safe_load((staging / "_toc.yml").read_text())
         missing = [f for f in _toc_files(toc)
                    if not any((staging / f).with_suffix(ext).is_file() or (staging / (f + ext)).is_file()

@@ -182,7 +182,8 @@ class TrainingPanel(widgets.VBox):
         numbers = {"accuracy": float((cos.argmax(1) == self.y_map).float().mean()),
                    "compactness": angular_summary(feats, self.y_map)["compactness"]}
         fig = distribution_map(feats, self.y_map, weights,
-                               title=f"{title}: {100 * numbers['accuracy']:.1f}% correct, "
+                               # two lines: on one, the title is wider than the map and its ends are cut off
+                               title=f"{title}:\n{100 * numbers['accuracy']:.1f}% correct, "
                                      f"{numbers['compactness']:.1f}° compactness")
         self.image.value = _figure_png(fig)
         self.maps.append(self.image.value)
@@ -318,7 +319,7 @@ class GradientPanel(widgets.VBox):
             lines.append("<i>These cosines need class weights that are not orthonormal "
                          "(their squares sum to more than 1); the curve assumes orthonormal weights.</i>")
         self.info.value = "<br>".join(lines)
-        fig = _Figure(figsize=(5.2, 3.4), layout="constrained")
+        fig = _Figure(figsize=(5.75, 3.75), layout="constrained")  # 460 x 300 px at 80 dpi: the image's width
         _gradient_curves(self.alphas, {"this sample": norms}, ax=fig.subplots(), alpha_marker=self.alpha.value,
                          title=f"{self.num_classes} classes, orthonormal class weights")
         buffer = io.BytesIO()

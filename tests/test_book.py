@@ -2,15 +2,18 @@
 
 One build and one visit of every page (module-scoped fixtures) feed the checks: no JavaScript error,
 every image loads, every internal link and anchor resolves, the widget panels of chapters 1 and 2
-render from their saved state, and nothing is loaded from another host except MathJax. Screenshots
-of every page go to ``_build/screenshots/book/`` for review.
+render from their saved state, every formula is typeset by MathJax (served with the book), no code
+block, table or formula is wider than its column, a chapter's main figure is shown at a readable
+size, and the pages show one parameters cell and no progress bar. Screenshots of every page go to
+``_build/screenshots/book/`` for review.
 
-The browser blocks every request that leaves the local server, so that the test sees the same thing
-with or without a network; MathJax (Sphinx loads it from a CDN) is the one outside script the pages may
-ask for, and without it formulas show as TeX source in the screenshots.
+The book must read offline: the browser blocks every request that leaves the local server (and,
+on a second visit of every page opened as ``file://``, every request that is not a file of the
+book), counts them, and the test fails on any. Without that, a page that asks a CDN for its math
+renderer would pass here and show TeX source on a laptop without network.
 
-Run by `make check-book` (and CI), not `make test`: executing every chapter and building the book take
-longer than `make test`'s budget. HEATUP_BOOK_HTML=_build/html checks a book already built by `make book`.
+Run by `make check-book` (and CI): executing every chapter and building the book take a few
+minutes. HEATUP_BOOK_HTML=_build/html checks a book already built by `make book`.
 """
 
 from __future__ import annotations
@@ -26,12 +29,14 @@ from urllib.parse import unquote, urlsplit
 import pytest
 
 from _browser import chromium_context, require_chromium, screenshot_whole_page, serve_directory
+from heatup_lib.pages import is_progress_line
 from heatup_lib.reproduce import project_root, stage_book
 
 ROOT = project_root()
 SCREENSHOTS = ROOT / "_build" / "screenshots" / "book"
 WIDGET_CHAPTERS = ("01", "02")  # chapters whose pages show interactive panels (sliders, buttons)
 WIDGET_VIEW = 'script[type="application/vnd.jupyter.widget-view+json"]'
+MAIN_FIGURE_WIDTH = 600  # px: the least width at which a chapter's biggest figure is shown in a 1280-px window
 
 
 @dataclass
@@ -49,6 +54,10 @@ class PageReport:
     controls: dict[str, int] = field(default_factory=dict)
     panel_context: list[str] = field(default_factory=list)  # text around each panel with sliders or buttons
     text: str = ""
+    math: dict = field(default_factory=dict)               # formulas: how many, typeset, failed, raw TeX in the text
+    overflow: list[str] = field(default_factory=list)      # code blocks, tables, formulas wider than the column
+    figures: list[dict] = field(default_factory=list)      # output images: natural and displayed width
+    cells: dict = field(default_factory=dict)              # parameters cells and progress bars on the page
 
 
 def _console_error_counts(message: object) -> bool:
@@ -118,8 +127,91 @@ _PANEL_CONTEXT = """() => Array.from(document.querySelectorAll('.widget-subarea'
     })"""
 
 
-def _visit(context, base: str, path: str) -> PageReport:
-    """Open one page, let its scripts and widgets finish, and record what it showed."""
+# Formulas: Sphinx writes each one as .math (\( \) inline, \[ \] display) for MathJax to typeset into an
+# mjx-container. What is left of TeX in the visible text outside code is math that was never typeset.
+_MATH = r"""() => {
+    const math = Array.from(document.querySelectorAll('.math'));
+    const skip = 'pre, code, script, style, textarea, mjx-container, .highlight';
+    const tex = /\\\(|\\\[|\$\$|\\begin\{|\$[^$\n]*\\[A-Za-z]+[^$\n]*\$/;
+    const raw = [];
+    const walker = document.createTreeWalker(document.body, NodeFilter.SHOW_TEXT);
+    for (let n = walker.nextNode(); n; n = walker.nextNode()) {
+        const parent = n.parentElement;
+        if (!parent || parent.closest(skip) || !parent.getClientRects().length) continue;
+        const m = n.data.match(tex);
+        if (m) raw.push(n.data.slice(Math.max(0, m.index - 30), m.index + 50).trim());
+    }
+    return {
+        formulas: math.length,
+        typeset: document.querySelectorAll('mjx-container').length,
+        untypeset: math.filter(e => !e.querySelector('mjx-container')).map(e => e.textContent.trim().slice(0, 80)),
+        errors: Array.from(document.querySelectorAll('mjx-merror'), e => (e.getAttribute('data-mjx-error') || e.textContent).slice(0, 80)),
+        raw: raw,
+    };
+}"""
+
+# Everything that can be wider than the text column: code blocks and outputs, tables, display formulas; and
+# the page itself (a sideways scroll bar). A box that scrolls holds something the reader does not see.
+_OVERFLOW = """() => {
+    const found = [];
+    const doc = document.documentElement;
+    if (doc.scrollWidth > doc.clientWidth + 1) found.push(`the page scrolls sideways: ${doc.scrollWidth} px in a ${doc.clientWidth}-px window`);
+    const article = document.querySelector('article.bd-article');
+    if (!article) return found;
+    const style = getComputedStyle(article), box = article.getBoundingClientRect();
+    const left = box.left + parseFloat(style.paddingLeft), right = box.right - parseFloat(style.paddingRight);
+    const label = e => (e.textContent || '').trim().split('\\n')[0].slice(0, 70);
+    const check = (kind, e, scroller) => {
+        const r = e.getBoundingClientRect();
+        if (!r.width || !r.height) return;  // not displayed (a hidden or collapsed cell)
+        if (scroller.scrollWidth > scroller.clientWidth + 1)
+            found.push(`${kind} needs ${scroller.scrollWidth} px, has ${scroller.clientWidth}: ${label(e)}`);
+        else if (r.right > right + 1 || r.left < left - 1)
+            found.push(`${kind} ${Math.round(r.width)} px wide sticks out of the ${Math.round(right - left)}-px column: ${label(e)}`);
+    };
+    article.querySelectorAll('pre').forEach(e => check('code block', e, e));
+    article.querySelectorAll('table').forEach(e => check('table', e, e.closest('.pst-scrollable-table-container') || e.parentElement));
+    article.querySelectorAll('div.math').forEach(e => check('formula', e, e));
+    return found;
+}"""
+
+# The images that cells drew (figures and widget images), as drawn and as shown.
+_FIGURES = """() => Array.from(document.querySelectorAll('article .cell_output img'), img => ({
+    src: (img.getAttribute('src') || '').slice(-60),
+    natural: img.naturalWidth, height: img.naturalHeight,
+    shown: img.width,  // the displayed width in CSS pixels, without border and padding
+}))"""
+
+# The boilerplate a page must not show: more than its chapter's own parameters cell, and tqdm's widget bars
+# (an HBox of an HTML, a progress bar and an HTML; a panel's own progress bar sits in a different box).
+_CELLS = """() => ({
+    parameters: document.querySelectorAll('.cell.tag_parameters').length,
+    injected: document.querySelectorAll('.cell.tag_injected-parameters').length,
+    parameters_comment: Array.from(document.querySelectorAll('.cell_input pre'))
+        .filter(e => e.textContent.trimStart().startsWith('# Parameters')).length,
+    widget_bars: Array.from(document.querySelectorAll('.widget-hbox')).filter(b => {
+        const kinds = Array.from(b.children, c => c.classList.contains('widget-hprogress') ? 'bar'
+                                            : c.classList.contains('widget-html') ? 'html' : 'other');
+        return kinds.join() === 'html,bar,html';
+    }).length,
+})"""
+
+
+def _wait_for_mathjax(page, report: PageReport) -> None:
+    """Let MathJax typeset the page (its first pass; the widget panels queue theirs behind it)."""
+    if not page.locator(".math").count():
+        return
+    try:
+        page.wait_for_function("() => window.MathJax && MathJax.startup && MathJax.startup.promise",
+                               timeout=30_000, polling=100)
+        page.evaluate("() => MathJax.startup.promise")
+        page.wait_for_timeout(300)  # the panels' typesetting, queued after the first pass
+    except Exception as err:
+        report.errors.append(f"MathJax did not start (is it served with the book?): {str(err).splitlines()[0]}")
+
+
+def _visit(context, base: str, path: str, screenshot: bool = True) -> PageReport:
+    """Open one page, let its scripts, widgets and formulas finish, and record what it showed."""
     report = PageReport(path)
     page = context.new_page()
     seen_failures: set[str] = set()
@@ -152,9 +244,15 @@ def _visit(context, base: str, path: str) -> PageReport:
                 f"() => document.querySelectorAll('{WIDGET_VIEW}').length <= "
                 "document.querySelectorAll('.widget-subarea > .jupyter-widgets').length", timeout=30_000,
                 polling=250)
+        _wait_for_mathjax(page, report)
         # A window as tall as the page, so that every image is laid out and loaded, as when scrolling.
-        screenshot_whole_page(page, SCREENSHOTS / (path.removesuffix(".html").replace("/", "__") + ".png"))
+        if screenshot:
+            screenshot_whole_page(page, SCREENSHOTS / (path.removesuffix(".html").replace("/", "__") + ".png"))
         page.wait_for_load_state("load")
+        report.math = page.evaluate(_MATH)
+        report.overflow = page.evaluate(_OVERFLOW)
+        report.figures = page.evaluate(_FIGURES)
+        report.cells = page.evaluate(_CELLS)
         report.broken_images = page.evaluate(
             """() => Array.from(document.images)
                    .filter(img => !(img.complete && img.naturalWidth > 0))
@@ -177,29 +275,47 @@ def _visit(context, base: str, path: str) -> PageReport:
     return report
 
 
+def _crawl(context, html: Path, base: str, screenshot: bool) -> dict[str, PageReport]:
+    """Visit every page of the book at ``base``; every request that leaves ``base`` is blocked and counted."""
+    current = {"page": ""}
+    reports: dict[str, PageReport] = {}
+
+    def route(route) -> None:
+        url = route.request.url
+        if url.startswith(base) or url.startswith(("data:", "blob:")):
+            route.continue_()
+        else:
+            reports[current["page"]].external.append(url)
+            route.abort()
+
+    context.route("**/*", route)
+    try:
+        for path in _pages(html):
+            current["page"] = path
+            reports[path] = PageReport(path)  # the route handler records into it while the page loads
+            external = reports[path].external
+            reports[path] = _visit(context, base, path, screenshot=screenshot)
+            reports[path].external = external
+    finally:
+        context.unroute("**/*", route)
+    assert reports, f"no pages found in {html}"
+    return reports
+
+
 @pytest.fixture(scope="module")
 def crawl(book_html: Path, chromium: str) -> dict[str, PageReport]:
-    """Every page of the book, visited once in headless Chromium."""
+    """Every page of the book, served over HTTP on 127.0.0.1 and visited once in headless Chromium."""
     for old in SCREENSHOTS.glob("*.png"):
         old.unlink()
-    reports: dict[str, PageReport] = {}
     with serve_directory(book_html) as base, chromium_context(chromium) as context:
-        external: dict[str, list[str]] = {}
+        return _crawl(context, book_html, base, screenshot=True)
 
-        def route(route) -> None:
-            url = route.request.url
-            if url.startswith(base) or url.startswith(("data:", "blob:")):
-                route.continue_()
-            else:
-                external.setdefault(route.request.frame.url if route.request.frame else "", []).append(url)
-                route.abort()
 
-        context.route("**/*", route)
-        for path in _pages(book_html):
-            reports[path] = _visit(context, base, path)
-            reports[path].external = external.pop(f"{base}/{path}", [])
-    assert reports, f"no pages found in {book_html}"
-    return reports
+@pytest.fixture(scope="module")
+def crawl_files(book_html: Path, chromium: str) -> dict[str, PageReport]:
+    """Every page again, opened as a file (``file://``), as a reader opens ``_build/html/index.html`` without a server."""
+    with chromium_context(chromium) as context:
+        return _crawl(context, book_html, book_html.as_uri(), screenshot=False)
 
 
 def test_book_has_the_chapters(crawl: dict[str, PageReport]) -> None:
@@ -217,11 +333,90 @@ def test_no_javascript_errors(crawl: dict[str, PageReport]) -> None:
         f"{p}:\n  " + "\n  ".join(errs) for p, errs in problems.items())
 
 
-def test_nothing_loaded_from_other_hosts_but_mathjax(crawl: dict[str, PageReport]) -> None:
-    outside = {p: [u for u in r.external if "mathjax" not in urlsplit(u).path.lower()] for p, r in crawl.items()}
-    outside = {p: urls for p, urls in outside.items() if urls}
-    assert not outside, ("pages load files from other hosts (the book must read offline; serve them from "
-                         f"book/_static instead): {outside}")
+@pytest.mark.parametrize("how", ["http", "file"])
+def test_nothing_is_loaded_from_outside_the_book(request: pytest.FixtureRequest, how: str) -> None:
+    """The book reads offline: no page asks for anything that is not one of its own files (a CDN, a font host)."""
+    reports: dict[str, PageReport] = request.getfixturevalue("crawl" if how == "http" else "crawl_files")
+    assert len(reports) >= 5, f"only {len(reports)} pages visited"
+    outside = {p: r.external for p, r in reports.items() if r.external}
+    count = sum(len(urls) for urls in outside.values())
+    assert not outside, (f"{count} request(s) left the book ({how}); serve those files with the book instead "
+                         "(book/_static, or an extension that copies them): " + "; ".join(
+                             f"{p}: {sorted(set(urls))[:5]}" for p, urls in outside.items()))
+
+
+def test_pages_opened_as_files_render(crawl_files: dict[str, PageReport]) -> None:
+    """Opened as ``file://`` (no server), every page still typesets its math and draws its widgets, without errors."""
+    problems = {}
+    for path, r in crawl_files.items():
+        found = list(r.errors)
+        if r.math.get("untypeset"):
+            found.append(f"{len(r.math['untypeset'])} formula(s) not typeset, e.g. {r.math['untypeset'][:2]}")
+        if r.widgets_rendered < r.widget_views:
+            found.append(f"{r.widget_views} saved widget views, {r.widgets_rendered} drawn")
+        if found:
+            problems[path] = found
+    assert not problems, "as file:// pages:\n" + "\n".join(f"{p}:\n  " + "\n  ".join(e) for p, e in problems.items())
+
+
+def test_math_is_typeset(crawl: dict[str, PageReport]) -> None:
+    """Every formula is typeset by MathJax, without errors, and no TeX source is left in the text a reader sees."""
+    with_math = {p: r.math for p, r in crawl.items() if r.math.get("formulas")}
+    assert any(p.startswith("notebooks/01_") for p in with_math), "chapter 1 shows no formula: is the page built?"
+    problems = {}
+    for path, m in with_math.items():
+        found = []
+        if m["untypeset"]:
+            found.append(f"{len(m['untypeset'])} of {m['formulas']} formulas not typeset, e.g. {m['untypeset'][:3]}")
+        if m["typeset"] < m["formulas"]:
+            found.append(f"{m['formulas']} formulas, {m['typeset']} MathJax outputs")
+        if m["errors"]:
+            found.append(f"TeX errors: {m['errors'][:5]}")
+        if found:
+            problems[path] = found
+    raw = {p: r.math["raw"] for p, r in crawl.items() if r.math.get("raw")}
+    problems.update({p: problems.get(p, []) + [f"TeX source in the text: {texts[:5]}"] for p, texts in raw.items()})
+    assert not problems, "\n".join(f"{p}:\n  " + "\n  ".join(e) for p, e in problems.items())
+
+
+def test_nothing_is_wider_than_its_column(crawl: dict[str, PageReport]) -> None:
+    """No code block, output, table or formula is cut off or scrolls sideways in a 1280-px window."""
+    problems = {p: r.overflow for p, r in crawl.items() if r.overflow}
+    assert not problems, "\n".join(f"{p}:\n  " + "\n  ".join(e) for p, e in problems.items())
+
+
+def test_main_figure_is_readable(crawl: dict[str, PageReport]) -> None:
+    """A chapter's biggest figure is shown at least MAIN_FIGURE_WIDTH px wide; no figure is blown up past its pixels."""
+    problems = []
+    for path, r in sorted(crawl.items()):
+        if not path.startswith("notebooks/") or not r.figures:
+            continue
+        main = max(r.figures, key=lambda f: f["natural"] * f["height"])
+        if main["shown"] < MAIN_FIGURE_WIDTH:
+            problems.append(f"{path}: the main figure ({main['natural']} x {main['height']} px, ...{main['src'][-30:]}) "
+                            f"is shown {main['shown']} px wide, less than {MAIN_FIGURE_WIDTH}")
+        problems += [f"{path}: a figure of {f['natural']} px is shown {f['shown']} px wide (blurred)"
+                     for f in r.figures if f["shown"] > 1.05 * f["natural"]]
+    assert not problems, "\n".join(problems)
+
+
+def test_chapter_pages_show_one_parameters_cell_and_no_progress_bars(crawl: dict[str, PageReport]) -> None:
+    """papermill's injected parameters cell and tqdm's bars are for a live kernel, not for the page."""
+    problems = []
+    for path, r in sorted(crawl.items()):
+        if not path.startswith("notebooks/"):
+            continue
+        c = r.cells
+        if c.get("parameters") != 1:
+            problems.append(f"{path}: {c.get('parameters')} cells tagged parameters (one expected)")
+        if c.get("injected") or c.get("parameters_comment"):
+            problems.append(f"{path}: papermill's injected parameters cell is shown")
+        if c.get("widget_bars"):
+            problems.append(f"{path}: {c['widget_bars']} tqdm widget bar(s)")
+        bars = [line.strip()[:100] for line in r.text.splitlines() if is_progress_line(line)]
+        if bars:
+            problems.append(f"{path}: progress bars in the text: {bars[:3]}")
+    assert not problems, "\n".join(problems)
 
 
 def test_every_image_loads(crawl: dict[str, PageReport]) -> None:
@@ -257,6 +452,14 @@ def test_internal_links_resolve(crawl: dict[str, PageReport], book_html: Path) -
     assert checked, "no internal links found: the crawl saw nothing"
     broken = sorted(set(broken))
     assert not broken, f"{len(broken)} of {checked} internal links are broken:\n" + "\n".join(broken)
+
+
+def test_every_saved_widget_is_drawn(crawl: dict[str, PageReport]) -> None:
+    """On any page (not only the chapters with panels), every saved widget view is drawn, none as an error."""
+    problems = [f"{p}: {r.widget_views} saved widget views, {r.widgets_rendered} drawn"
+                for p, r in sorted(crawl.items()) if r.widgets_rendered < r.widget_views]
+    problems += [f"{p}: a widget failed to render" for p, r in sorted(crawl.items()) if "Error displaying widget" in r.text]
+    assert not problems, "\n".join(problems)
 
 
 @pytest.mark.parametrize("chapter", WIDGET_CHAPTERS)

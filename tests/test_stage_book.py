@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -25,11 +26,12 @@ def test_stage_book_stages_the_executed_notebooks(tmp_path: Path) -> None:
     root = _mini_root(tmp_path, ["notebooks/01_a"])
     executed = tmp_path / "executed"
     executed.mkdir()
-    (executed / "01_a.ipynb").write_text('{"executed": true}')
+    executed_nb = {"cells": [], "metadata": {"executed": True}, "nbformat": 4, "nbformat_minor": 5}
+    (executed / "01_a.ipynb").write_text(json.dumps(executed_nb))
     out = tmp_path / "site"
     (out / "stale").mkdir(parents=True)  # an earlier staging is replaced, not merged
     assert stage_book(executed, out, root) == out
-    assert (out / "notebooks" / "01_a.ipynb").read_text() == '{"executed": true}'
+    assert json.loads((out / "notebooks" / "01_a.ipynb").read_text()) == executed_nb
     assert (out / "book" / "intro.md").is_file() and (out / "_toc.yml").is_file() and (out / "_config.yml").is_file()
     assert not (out / "stale").exists()
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == [], "a staging folder was left behind"
