@@ -87,8 +87,8 @@ def _chapter_05(p: dict[str, Any]) -> None:
                  "num_epochs": p["study_benchmark_epochs"]})
 
 
-_STUDY_MNIST = ("train_size", "num_epochs", "heatup_epoch", "warmup_images")  # chapter 5's own MNIST sizes
-_MNIST_RECIPE = ("mnist_root", "mnist_test_size", "mnist_batch_size", "mnist_lr", "mnist_heatup_alpha",
+_STUDY_MNIST = ("train_size", "test_size", "num_epochs", "heatup_epoch", "warmup_images")  # chapter 5's own MNIST sizes
+_MNIST_RECIPE = ("mnist_root", "mnist_batch_size", "mnist_lr", "mnist_heatup_alpha",
                  "mnist_alpha_factor", "mnist_lr_factor", "mnist_class_init", "mnist_snapshot_size")
 _BENCHMARK = ("dataset", "data_root", "backbone", "batch_size", "embedding_dim", "image_size", "crop_size",
               "optimizer", "lr", "eval_every", "pretrained", "standin_classes", "standin_images_per_class")
