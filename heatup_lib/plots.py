@@ -13,6 +13,8 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.ticker import MaxNLocator
 
+from .checks import check_int
+
 # --- Chapter 2: distribution maps and training curves ---
 # Figures are built with matplotlib.figure.Figure, not pyplot: no global figure state, nothing leaks
 # when a panel redraws many times. A notebook shows them with `%matplotlib inline` (or display(fig)).
@@ -152,12 +154,13 @@ _CURVE_LABELS = {"loss": "training loss", "accuracy": "training accuracy", "alph
 def training_curves(histories: Sequence[Mapping[str, Any]] | Mapping[str, Sequence[Mapping[str, Any]]],
                     keys: Sequence[str] = ("loss", "accuracy", "alpha", "lr"),
                     ax: Sequence[Axes] | None = None, log_keys: Sequence[str] = ("alpha", "lr"),
-                    step_keys: Sequence[str] = ("alpha", "lr")) -> Figure:
+                    step_keys: Sequence[str] = ("alpha", "lr"), ncols: int | None = None) -> Figure:
     """One panel per key in ``keys``, plotting a run's per-epoch history (a list of records) or several runs (a mapping name -> history).
 
     Each record is a dict with an ``epoch`` (0-based) and the keys to plot; the x axis counts
     completed epochs (``epoch + 1``). Keys in ``log_keys`` get a logarithmic y axis; keys in
-    ``step_keys`` (per-epoch settings) are drawn as steps. A key that no run recorded raises ValueError.
+    ``step_keys`` (per-epoch settings) are drawn as steps. The panels are laid out ``ncols`` to a
+    row (default: all in one). A key that no run recorded raises ValueError.
     """
     if isinstance(histories, Mapping):
         runs = {str(k): list(v) for k, v in histories.items()}
@@ -171,8 +174,13 @@ def training_curves(histories: Sequence[Mapping[str, Any]] | Mapping[str, Sequen
             available = sorted({k for h in runs.values() for rec in h for k in rec})
             raise ValueError(f"no run recorded {key!r}; recorded keys: {available}")
     if ax is None:
-        fig = Figure(figsize=(3.0 * len(keys), 2.8), layout="constrained")
-        axes = list(fig.subplots(1, len(keys), squeeze=False).flat)
+        cols = len(keys) if ncols is None else min(check_int("ncols", ncols, min_value=1), len(keys))
+        rows = -(-len(keys) // cols)
+        fig = Figure(figsize=(3.0 * cols + (0.6 if rows > 1 else 0.0), 2.8 * rows), layout="constrained")
+        axes = list(fig.subplots(rows, cols, squeeze=False).flat)
+        for extra in axes[len(keys):]:
+            extra.remove()
+        axes = axes[:len(keys)]
     else:
         axes = list(np.atleast_1d(ax))
         if len(axes) != len(keys):
@@ -295,12 +303,12 @@ def class_samples(images: Any, labels: Any, num_classes: int = 8, per_class: int
 
 
 def benchmark_curves(histories: Mapping[str, Sequence[Mapping[str, Any]]],
-                     keys: Sequence[str] = ("loss", "alpha", "lr", "recall@1")) -> Figure:
+                     keys: Sequence[str] = ("loss", "alpha", "lr", "recall@1"), ncols: int | None = None) -> Figure:
     """Training curves of benchmark runs (name -> per-epoch history): loss, alpha, learning rate and test Recall@1 (recorded at evaluation epochs)."""
     keys = [k for k in keys if any(k in rec for h in histories.values() for rec in h)]
     if not keys:
         raise ValueError("none of the histories recorded loss, alpha, lr or recall@1")
-    fig = training_curves(histories, keys=keys)
+    fig = training_curves(histories, keys=keys, ncols=ncols)
     for a, key in zip(fig.axes, keys):
         if key.startswith("recall@"):
             a.set_title(f"test {key.replace('recall@', 'Recall@')}", fontsize="medium")

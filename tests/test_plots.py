@@ -217,3 +217,15 @@ def test_alpha_trajectories_plot_every_step_in_epochs():
     assert np.allclose(ax.lines[1].get_ydata(), runs["learned"][1])
     assert ax.lines[0].get_color() == ax.lines[1].get_color() != ax.lines[2].get_color()
     assert [t.get_text() for t in ax.get_legend().get_texts()] == ["learned", "fixed"]
+
+
+def test_training_curves_in_rows_of_ncols():
+    history = [{"epoch": e, "loss": 1.0 / (e + 1), "accuracy": 0.1 * e, "alpha": 16.0, "lr": 1e-3} for e in range(3)]
+    fig = training_curves(history, keys=("loss", "accuracy", "alpha"), ncols=2)
+    assert len(fig.axes) == 3  # the empty fourth slot is removed
+    assert fig.axes[0].get_subplotspec().get_geometry()[:2] == (2, 2)  # a 2 x 2 grid
+    third = fig.axes[2].get_subplotspec()
+    assert (third.rowspan.start, third.colspan.start) == (1, 0)  # the third panel starts the second row
+    assert np.allclose(fig.axes[1].lines[0].get_ydata(), [0.0, 0.1, 0.2])
+    with pytest.raises(ValueError, match="ncols must be an integer >= 1, got 0"):
+        training_curves(history, keys=("loss",), ncols=0)
