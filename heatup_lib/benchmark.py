@@ -27,16 +27,16 @@ from torch import Tensor, nn
 
 from . import metrics
 from .atomic import atomic_write_json
-from .checks import check_bool, check_choice, check_float, check_folder, check_int, check_str
+from .checks import check_bool, check_choice, check_float, check_int, check_str
 from .data.augment import CachedBatches
 from .data.cache import ImageCache, prepare_dataset
 from .distributed import is_rank0, launched_world_size
-from .embedding import SOURCE_FILE, cache_summary, embed_split, eval_batches
+from .embedding import SOURCE_FILE, benchmark_block, cache_summary, embed_split, eval_batches, run_cache
 from .fingerprint import CORE_MODULES
 from .heads import TABLE_ROWS, NormalizedSoftmax
 from .models import InceptionEmbedder, SmallConvEmbedder
 from .presets import load_preset
-from .records import params_digest
+from .records import load_checkpoint, load_record, params_digest
 from .passes import evaluating
 from .recorded import ARRAYS_FILE, write_arrays
 from .runs import check_run_name, run_params
@@ -45,8 +45,8 @@ from .train import TrainConfig, TrainResult, fit
 
 __all__ = ["DATASETS", "ROWS", "PAPER_ROWS", "BACKBONES", "RECALL_KS", "RECIPES", "HeatUp", "Settings",
            "settings_for", "row_alpha", "make_schedule", "build_backbone", "check_device",
-           "run_experiment", "run_params_of", "prepare_cache", "resolve_cache", "temperature_of", "CODE_MODULES",
-           "SETTING_NAMES", "scaled_heatup"]
+           "run_experiment", "run_params_of", "prepare_cache", "temperature_of", "CODE_MODULES", "SETTING_NAMES", "scaled_heatup", "load_trained",
+           "check_same_data", "evaluate_run"]
 
 log = logging.getLogger(__name__)
 
@@ -228,16 +228,24 @@ def build_backbone(settings: Settings, bottleneck_bias: bool) -> nn.Module:
         return InceptionEmbedder(settings.embedding_dim, pretrained=pretrained, bottleneck_bias=bottleneck_bias)
 
 
-def resolve_cache(dataset: str, settings: Settings, cache_dir: str | Path | None,
+def _check_folder(what: str, path: str | Path, hint: str) -> None:
+    """``FileNotFoundError`` when ``path`` is missing, ``NotADirectoryError`` when it is a file."""
+    if Path(path).is_file():
+        raise NotADirectoryError(f"{what} {str(path)!r} is a file, not a folder; {hint}")
+    if not Path(path).is_dir():
+        raise FileNotFoundError(f"{what} {str(path)!r} does not exist; {hint}")
+
+
+def _resolve_cache(dataset: str, settings: Settings, cache_dir: str | Path | None,
                    data_root: str | Path | None, runs_dir: Path, progress: bool) -> Path:
-    """The prepared cache folder: ``cache_dir`` as given, or ``data_root`` decoded once into ``runs_dir/cache/<dataset>-<size>``."""
+    """The prepared cache folder: ``cache_dir`` as given, or ``data_root`` decoded once into ``runs_dir/cache``."""
     if cache_dir is not None:
-        check_folder("cache folder", cache_dir,
+        _check_folder("cache folder", cache_dir,
                       f"make one with `heatup prepare {dataset} --root DATA --out CACHE`")
         return Path(cache_dir)
     if data_root is None:
         raise ValueError("give a data root (the dataset's official folder) or a prepared cache; got neither")
-    check_folder("data root", data_root,
+    _check_folder("data root", data_root,
                   f"it must hold {dataset} in its official layout (see `heatup prepare --help`)")
     if launched_world_size() > 1:
         raise ValueError(f"data_root={str(data_root)!r} is not a prepared cache; with several processes, "
@@ -249,7 +257,7 @@ def resolve_cache(dataset: str, settings: Settings, cache_dir: str | Path | None
 def prepare_cache(dataset: str, settings: Settings, data_root: str | Path, runs_dir: str | Path,
                   progress: bool = False) -> Path:
     """The dataset's official folder decoded once into ``runs_dir/cache/<dataset>-<image_size>`` (reused after)."""
-    return resolve_cache(dataset, settings, None, data_root, Path(runs_dir), progress)
+    return _resolve_cache(dataset, settings, None, data_root, Path(runs_dir), progress)
 
 
 @dataclass
@@ -341,7 +349,7 @@ def run_experiment(dataset: str, row: str, settings: Settings, *, cache_dir: str
     runs_dir = Path(runs_dir)
     if runs_dir.exists() and not runs_dir.is_dir():
         raise NotADirectoryError(f"runs_dir {str(runs_dir)!r} is a file, not a folder")
-    cache_path = resolve_cache(dataset, settings, cache_dir, data_root, runs_dir, progress)
+    cache_path = _resolve_cache(dataset, settings, cache_dir, data_root, runs_dir, progress)
     p = _prepare(dataset, row, settings, cache_path, preset, standin, temperature)
     test_data: list = []  # built at the first evaluation, then reused (a finished run loads without it)
 
@@ -367,3 +375,80 @@ def run_experiment(dataset: str, row: str, settings: Settings, *, cache_dir: str
                 emb, y = embed(p.net, p.head)
             write_arrays(run_dir, test_embeddings=emb.half(), test_labels=y.to(torch.int32))
     return result
+
+
+# --- a recorded run, evaluated again --------------------------------------------------------------
+
+def load_trained(run_dir: str | Path, device: str | torch.device = "cpu"
+                 ) -> tuple[nn.Module, NormalizedSoftmax, dict[str, Any]]:
+    """The trained network and head of a benchmark run (from its checkpoint, in eval mode) and the run's ``benchmark`` block."""
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise FileNotFoundError(f"run folder {str(run_dir)!r} does not exist or is not a folder")
+    block = benchmark_block(load_record(run_dir).params)
+    if block is None:
+        raise ValueError(f"{run_dir} is not a benchmark run (its params.json has no 'benchmark' block)")
+    checkpoint = load_checkpoint(run_dir, map_location="cpu")
+    if checkpoint is None:
+        raise FileNotFoundError(f"run {run_dir} has no checkpoint.pt")
+    if "net" not in checkpoint or "head" not in checkpoint:
+        raise ValueError(f"{run_dir}/checkpoint.pt holds no 'net'/'head' weights; its keys are {sorted(checkpoint)}")
+    settings, model = Settings.from_dict(block["settings"]), block["model"]
+    net = build_backbone(dataclasses.replace(settings, pretrained=False, weights=None), model["bottleneck_bias"])
+    alpha_mode = temperature_of(block["row"], settings, block.get("temperature"))[0]
+    head = NormalizedSoftmax(model["embedding_dim"], model["num_classes"], variant=block["variant"],
+                             bias=model["head_bias"], alpha_mode=alpha_mode)
+    net.load_state_dict(checkpoint["net"])
+    head.load_state_dict(checkpoint["head"])
+    dev = check_device(device)
+    return net.to(dev).eval(), head.to(dev).eval(), block
+
+
+def check_same_data(block: Mapping[str, Any], cache: ImageCache) -> list[str]:
+    """How ``cache`` (a test split) differs from the test data a run was trained for: dataset, classes, images, size."""
+    trained = block.get("data", {})
+    test = trained.get("test", {}) or {}
+    now = cache_summary(cache)
+    differences = []
+    if cache.dataset != block["dataset"]:
+        differences.append(f"dataset {cache.dataset!r} (the run: {block['dataset']!r})")
+    for key in ("num_classes", "num_images", "images_sha256", "labels_sha256"):
+        if test.get(key) is not None and now.get(key) != test[key]:
+            differences.append(f"{key} {now.get(key)!r} (the run: {test[key]!r})")
+    if trained.get("image_size") is not None and cache.size != trained["image_size"]:
+        differences.append(f"image size {cache.size} (the run: {trained['image_size']})")
+    return differences
+
+
+def evaluate_run(run_dir: str | Path, *, cache_dir: str | Path | None = None, data_root: str | Path | None = None,
+                 device: str | torch.device = "cpu", batch_size: int | None = None, other_data: bool = False,
+                 progress: bool = False, return_embeddings: bool = False):
+    """Evaluate a recorded benchmark run's checkpoint on its test split with the dataset's metrics (fractions).
+
+    The data comes from ``cache_dir``, else ``data_root`` (prepared into ``<runs_dir>/cache``), else
+    the cache the run was trained on (its ``source.json``). Data other than the run's (dataset,
+    classes, images, size) is refused unless ``other_data``. With ``return_embeddings`` the result
+    is ``(metrics, embeddings (N, D), labels (N,), test cache)``.
+    """
+    if batch_size is not None:
+        check_int("batch_size", batch_size, min_value=1)
+    check_bool("other_data", other_data)
+    _check_folder("run folder", run_dir, "give the folder of a benchmark run (with params.json)")
+    net, head, block = load_trained(run_dir, device)
+    settings = Settings.from_dict(block["settings"])
+    if cache_dir is None and data_root is not None:
+        cache_dir = _resolve_cache(block["dataset"], settings, None, data_root, Path(run_dir).parent, progress)
+    test_cache = ImageCache.open(cache_dir if cache_dir is not None else run_cache(run_dir), "test")
+    differences = check_same_data(block, test_cache)
+    if differences and not other_data:
+        raise ValueError(f"{test_cache.path} is not the data run {run_dir} was trained for: "
+                         f"{'; '.join(differences)}; pass other_data=True (--other-data) to evaluate anyway")
+    if differences:
+        log.warning("evaluating run %s on other data (%s): %s", run_dir, test_cache.path,
+                    "; ".join(differences))
+    dev = check_device(device)
+    emb, y = embed_split(net, head, test_cache, device=dev, crop_size=settings.crop_size,
+                         batch_size=batch_size or settings.eval_batch_size,
+                         amp=settings.train.amp, channels_last=settings.train.channels_last)
+    scores = {k: float(v) for k, v in metrics.evaluate(emb, y, dataset=block["dataset"]).items()}
+    return (scores, emb, y, test_cache) if return_embeddings else scores

@@ -19,10 +19,9 @@ from __future__ import annotations
 import math
 import numbers
 from collections.abc import Iterable, Sequence
-from pathlib import Path
 from typing import Any, TypeVar
 
-__all__ = ["check_folder", "check_choice", "check_choices", "check_int", "check_float", "check_bool", "check_str",
+__all__ = ["check_choice", "check_choices", "check_int", "check_float", "check_bool", "check_str",
            "is_integer", "is_real"]
 
 T = TypeVar("T")
@@ -100,11 +99,3 @@ def check_choices(name: str, values: Any, choices: Iterable[Any], min_len: int =
     for v in values:
         check_choice(name, v, valid)
     return list(values)
-
-
-def check_folder(what: str, path: str | Path, hint: str) -> None:
-    """``FileNotFoundError`` when ``path`` is missing, ``NotADirectoryError`` when it is a file."""
-    if Path(path).is_file():
-        raise NotADirectoryError(f"{what} {str(path)!r} is a file, not a folder; {hint}")
-    if not Path(path).is_dir():
-        raise FileNotFoundError(f"{what} {str(path)!r} does not exist; {hint}")

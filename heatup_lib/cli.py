@@ -206,19 +206,19 @@ def _run_evaluate(args: argparse.Namespace) -> int:
 
     import torch
 
-    from . import evaluate
+    from . import benchmark
     from .embedding import benchmark_block
     from .records import load_record
 
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     data = _data_args(args.data) if args.data else {}
-    scores, _, _, cache = evaluate.evaluate_run(
+    scores, _, _, cache = benchmark.evaluate_run(
         args.run, device=device, batch_size=args.batch_size, other_data=args.other_data,
         return_embeddings=True, **data)
     note = ""
     if args.other_data:
         block = benchmark_block(load_record(args.run).params)
-        differences = "; ".join(evaluate.check_same_data(block, cache))
+        differences = "; ".join(benchmark.check_same_data(block, cache))
         note = (f"evaluated on other data (--other-data): {cache.path}: {differences}"
                 if differences else f"--other-data: {cache.path} is the run's own data")
     if args.json:

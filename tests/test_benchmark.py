@@ -9,7 +9,6 @@ import pytest
 import torch
 
 from heatup_lib import benchmark as B
-from heatup_lib import evaluate as E
 from heatup_lib import records
 from heatup_lib.results import load_runs, results_table
 
@@ -141,7 +140,7 @@ def test_two_epoch_run_writes_record_and_heats_up(cub_cache, tmp_path):
                              progress=False, standin="fixture")
     assert again.cached and again.run_dir == run and again.metrics == result.metrics
     # Evaluating the checkpoint reproduces the recorded metrics (same weights, same centre crops).
-    scores = E.evaluate_run(run)
+    scores = B.evaluate_run(run)
     for key in ("recall@1", "recall@2", "map@r", "r_precision", "nmi"):
         assert scores[key] == pytest.approx(metrics[key], abs=1e-6), key
     # The run shows up in the results table, labelled with machine, date, commit and data.
@@ -184,5 +183,5 @@ def test_a_temperature_setting_replaces_the_rows_schedule(cub_cache, tmp_path):
     assert steps[0] == pytest.approx(16.0, rel=1e-6) and len(set(steps)) == len(steps)  # it moves every step
     block = records.read_params(result.run_dir)["extra"]["benchmark"]
     assert block["temperature"] == "learned alpha (from 16)"
-    scores = E.evaluate_run(result.run_dir)
+    scores = B.evaluate_run(result.run_dir)
     assert scores["recall@1"] == pytest.approx(result.metrics["recall@1"], abs=1e-6)

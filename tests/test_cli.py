@@ -249,9 +249,9 @@ def test_a_prepared_cache_sets_the_image_size_it_was_trained_at(doors):
 def test_a_bug_keeps_its_traceback_and_a_library_value_error_does_not(doors):
     """The one handler in `main`: a ValueError raised inside numpy is a bug, one raised by heatup is not."""
     def evaluate_raising(body: str):
-        return python("import sys, numpy as np; from heatup_lib import cli, evaluate, checks\n"
+        return python("import sys, numpy as np; from heatup_lib import cli, benchmark, checks\n"
                       f"def evaluate_run(*a, **k):\n    {body}\n"
-                      "evaluate.evaluate_run = evaluate_run\n"
+                      "benchmark.evaluate_run = evaluate_run\n"
                       f"sys.exit(cli.main(['evaluate', '--run', {str(doors['run'])!r}, '--device', 'cpu']))")
 
     bug = evaluate_raising("return np.ones(2) + np.ones(3)")
