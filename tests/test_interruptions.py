@@ -79,7 +79,7 @@ def _same_cache(out: Path, reference: Path) -> None:
 def test_ctrl_c_during_prepare_exits_130_names_the_command_and_leaves_no_worker(tree, tmp_path):
     out = tmp_path / "cache"
     args = _prepare_args(tree, out)
-    proc = _start_slowed("heatup_lib.data.cache.load_resized", 0.15, *args)
+    proc = _start_slowed("heatup_lib.data.cache.load_resized", 0.5, *args)
     wait_for(lambda: (out / "train.progress.json").is_file(), 120, proc, "the first decoded chunk")
     workers = children(proc.pid)
     assert workers, "no decoding workers to interrupt"
@@ -116,7 +116,7 @@ def test_sigkilled_prepare_leaves_no_worker_and_its_temporary_files_go(tree, tmp
 def test_ctrl_c_during_train_names_the_run_folder_and_the_command_that_resumes(tree, tmp_path):
     runs = tmp_path / "runs"
     args = _train_args(tree / "reference", runs)
-    proc = _start_slowed("heatup_lib.train._train_epoch", 1.0, *args)
+    proc = _start_slowed("heatup_lib.train._train_epoch", 3.0, *args)
     run = runs / "r"
     wait_for(lambda: (run / "checkpoint.pt").is_file(), 180, proc, "the first checkpoint")
     os.killpg(proc.pid, signal.SIGINT)
