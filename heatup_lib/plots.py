@@ -447,7 +447,7 @@ def schedule_curves(schedules: Mapping[str, Any], quantity: str = "alpha", ax: A
 # --- Chapter 5: methods with their intervals, and the alpha each one used ---
 
 def interval_forest(panels: Mapping[str, Mapping[str, tuple[float, float]]], xlabel: str = "",
-                    reference: str | None = None, panel_width: float = 3.6) -> Figure:
+                    reference: str | None = None, panel_width: float = 2.6) -> Figure:
     """One panel per entry of ``panels`` (title -> {method: (mean, half-width)}), every method on one axis with its interval.
 
     Methods are listed top to bottom in the order of the first panel; a method a panel lacks is
