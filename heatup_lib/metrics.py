@@ -40,7 +40,7 @@ import torch
 from torch import Tensor
 
 from heatup_lib.kmeans import as_float_matrix, kmeans
-from heatup_lib.topk import empty_like_rows, group_size, row_topk
+from heatup_lib.topk import group_max, group_size, row_topk
 
 __all__ = [
     "DATASET_KS",
@@ -71,6 +71,8 @@ SINGLETONS = ("exclude", "miss", "raise")
 _LIST_LENGTH = 32
 # Bytes the (chunk x N) similarity block and its top-k work space may take, per device type.
 _CPU_BUDGET = 256 * 2**20
+# Bytes of one tile of a similarity block on a CPU: the passes over it run while it is in cache (L2).
+_CPU_TILE = 2**20
 _CUDA_BUDGET_MAX = 4 * 2**30
 
 
@@ -156,23 +158,40 @@ def default_chunk_size(num_gallery: int, k: int, device: torch.device, element_s
 
 
 # ----------------------------------------------------------------------------- neighbour search
-def _similarity_blocks(x: Tensor, chunk_size: int) -> Iterator[tuple[int, int, Tensor]]:
-    """Yield ``(start, end, sims)``: cosine similarities (b, N) of queries start..end-1 of normalised ``x``
-    with every sample, the query itself at -inf; valid until the next block is asked for.
+def _tile_rows(n: int, b: int, g: int, like: Tensor) -> int:
+    """Gallery rows per tile of an (N, b) block like ``like``: a multiple of g near _CPU_TILE bytes (CPU), all N (GPU)."""
+    if like.device.type != "cpu":
+        return n
+    return max(1, _CPU_TILE // (b * like.element_size() * g)) * g
 
-    ``sims`` is the transpose of an (N, b) product: on a CPU the product runs faster in that shape,
-    and reductions along a query's row then run vectorised across the queries.
+
+def _similarity_blocks(x: Tensor, chunk_size: int, g: int) -> Iterator[tuple[int, int, Tensor, Tensor]]:
+    """Yield ``(start, end, sims, gmax)`` for the queries start..end-1 of normalised ``x``: their cosine
+    similarities (b, N) with every sample, the query itself at -inf, and the maxima (b, G) of
+    groups of g consecutive columns (:func:`heatup_lib.topk.group_max`); valid until the next block.
+
+    ``sims`` is the transpose of an (N, b) product, computed in tiles of gallery rows: on a CPU
+    the product runs faster in that shape, and each tile's group maxima are taken while the tile
+    is in cache.
     """
     n = x.shape[0]
-    buf = None
+    buf = gmax = None
     for start in range(0, n, chunk_size):
         end = min(start + chunk_size, n)
+        q = x[start:end]
         if buf is None or buf.shape[1] != end - start:
             buf = torch.empty(n, end - start, dtype=x.dtype, device=x.device)
-        sims = torch.mm(x, x[start:end].T, out=buf).T
-        rows = torch.arange(end - start, device=x.device)
-        sims[rows, rows + start] = -math.inf  # the query itself, by index
-        yield start, end, sims
+            gmax = torch.empty(-(-n // g), end - start, dtype=x.dtype, device=x.device)
+        step = _tile_rows(n, end - start, g, x)
+        for t0 in range(0, n, step):
+            t1 = min(t0 + step, n)
+            tile = torch.mm(x[t0:t1], q.T, out=buf[t0:t1])
+            lo, hi = max(t0, start), min(t1, end)
+            if lo < hi:  # the queries themselves, by index
+                own = torch.arange(lo, hi, device=x.device)
+                tile[own - t0, own - start] = -math.inf
+            gmax[t0 // g : -(-t1 // g)] = group_max(tile.T, g).T
+        yield start, end, buf.T, gmax.T.contiguous()
 
 
 def nearest_neighbours(embeddings, k: int, chunk_size: int | None = None) -> tuple[Tensor, Tensor]:
@@ -190,8 +209,8 @@ def nearest_neighbours(embeddings, k: int, chunk_size: int | None = None) -> tup
     chunk = chunk_size or default_chunk_size(n, k, x.device, x.element_size())
     sims = torch.empty(n, k, dtype=x.dtype, device=x.device)
     index = torch.empty(n, k, dtype=torch.int64, device=x.device)
-    for start, end, s in _similarity_blocks(x, chunk):
-        sims[start:end], index[start:end] = row_topk(s, k)
+    for start, end, s, gmax in _similarity_blocks(x, chunk, group_size(n, k)):
+        sims[start:end], index[start:end] = row_topk(s, k, gmax)
     return sims, index
 
 
@@ -246,8 +265,8 @@ def _scan(x: Tensor, codes: Tensor, max_k: int, chunk_size, singletons: str, nee
     ap = torch.zeros(n, dtype=torch.float64, device=x.device)
     rp = torch.zeros(n, dtype=torch.float64, device=x.device)
     pos = torch.arange(k_list, device=x.device)
-    for start, end, sims in _similarity_blocks(x, chunk):
-        _, idx = row_topk(sims, k_list)
+    for start, end, sims, gmax in _similarity_blocks(x, chunk, group_size(n, k_list)):
+        _, idx = row_topk(sims, k_list, gmax)
         rel = codes[idx] == codes[start:end, None]  # (b, k_list) neighbour j shares the query's class
         first = torch.where(rel, pos, k_list).min(dim=1).values
         if members is not None:
@@ -267,48 +286,52 @@ def _scan(x: Tensor, codes: Tensor, max_k: int, chunk_size, singletons: str, nee
     return _Ranks(first_hit, ap, rp, keep, num_singletons)
 
 
-def _take_rows(s: Tensor, rows: Tensor) -> Tensor:
-    """Rows ``rows`` of ``s`` (b, N), copied in ``s``'s memory order (column-major stays column-major)."""
-    if s.stride(0) == 1 and s.shape[0] > 1:
-        return s.T.index_select(1, rows).T
-    return s.index_select(0, rows)
+def _count_tiles(sims: Tensor, p: Tensor, step: int) -> tuple[Tensor, Tensor]:
+    """Per row of ``sims`` (b, N, the transpose of a contiguous (N, b) block): how many entries are
+    >= p and how many == p (int64, (b,) each), for p (b,), tile by tile of ``step`` columns.
 
-
-def _count(compare, s: Tensor, p: Tensor) -> Tensor:
-    """Per row of ``s`` (u, N), how many entries ``compare(s, p)`` holds for (int64, (u,)).
-
-    The comparison writes 0 / 1 into a floating buffer laid out like ``s``, whose row sums are
-    exact integers (below 2^24 in float32): several times faster on a CPU than summing a bool mask.
+    Each comparison writes 0 / 1 into a small floating buffer that stays in cache; its column sums
+    are exact integers. That is several times faster on a CPU than summing a bool mask of the block.
     """
-    dtype = torch.float32 if s.shape[1] < 2**24 else torch.float64
-    buf = empty_like_rows(s, s.shape[1], dtype)
-    return compare(s, p, out=buf).sum(dim=1).long()
+    block = sims.T  # (N, b) contiguous
+    n, b = block.shape
+    p = p.reshape(1, b)
+    work = torch.empty(min(step, n), b, dtype=torch.float32, device=block.device)
+    level = torch.zeros(b, dtype=torch.int64, device=block.device)
+    tied = torch.zeros(b, dtype=torch.int64, device=block.device)
+    for t0 in range(0, n, step):
+        tile, out = block[t0 : t0 + step], work[: min(step, n - t0)]
+        level += torch.ge(tile, p, out=out).sum(dim=0).long()
+        tied += torch.eq(tile, p, out=out).sum(dim=0).long()
+    return level, tied
 
 
 def _rank_of_best_positive(sims: Tensor, rows: Tensor, start: int, codes: Tensor, members: Tensor) -> Tensor:
     """0-based rank of the first correct neighbour of chunk rows ``rows``, by counting who ranks before it.
 
-    ``sims`` is the chunk's (b, N) similarity block (the query at -inf); ``members`` lists each
-    class's samples, padded with -1. The first correct neighbour is the positive with the highest
-    similarity p (the lowest index j* among equals); the samples before it are those with a
-    similarity > p, and those equal to p with an index < j*.
+    ``sims`` is the chunk's (b, N) similarity block (the query at -inf, the transpose of a
+    contiguous (N, b) block); ``members`` lists each class's samples, padded with -1. The first
+    correct neighbour is the positive with the highest similarity p (the lowest index j* among
+    equals); the samples before it are those with a similarity > p, and those equal to p with an
+    index < j*. One compare-and-count pass over the block gives both (>= p and == p).
     """
+    b, n = sims.shape
     query = rows + start
     cand = members[codes[query]]  # (u, largest) the query's class, padded with -1
     valid = (cand >= 0) & (cand != query[:, None])
-    s = sims if rows.numel() == sims.shape[0] else _take_rows(sims, rows)  # (u, N)
-    ps = s.gather(1, cand.clamp(min=0)).masked_fill(~valid, -math.inf)
+    ps = sims[rows[:, None], cand.clamp(min=0)].masked_fill(~valid, -math.inf)
     p = ps.max(dim=1, keepdim=True).values  # (u, 1)
     at_p = valid & (ps == p)
-    j_star = torch.where(at_p, cand, sims.shape[1]).min(dim=1).values
-    above = _count(torch.gt, s, p)
-    tied = _count(torch.ge, s, p) - above  # everything equal to p: j*, positives tied with it, negatives
-    rank = above
+    j_star = torch.where(at_p, cand, n).min(dim=1).values
+    target = torch.full((b,), math.inf, dtype=sims.dtype, device=sims.device)  # other rows: nothing counts
+    target[rows] = p.squeeze(1)
+    level, tied = _count_tiles(sims, target, _tile_rows(n, b, 1, sims))
+    level, tied = level[rows], tied[rows]  # tied: j*, positives tied with it, and negatives tied with it
+    rank = level - tied
     neg_ties = (tied > at_p.sum(dim=1)).nonzero().flatten()
     if neg_ties.numel():  # rare: a negative exactly as similar as the best positive
-        cols = torch.arange(sims.shape[1], device=sims.device)
-        before = (s[neg_ties] == p[neg_ties]) & (cols < j_star[neg_ties, None])
-        rank = rank.clone()
+        cols = torch.arange(n, device=sims.device)
+        before = (sims[rows[neg_ties]] == p[neg_ties]) & (cols < j_star[neg_ties, None])
         rank[neg_ties] += before.sum(dim=1)
     return rank
 
