@@ -23,7 +23,8 @@ Conventions (``../shared/SPEC.md`` section 7):
   many; ``"miss"`` scores them 0 (the older Recall@K codes did this); ``"raise"`` refuses them.
   When every query is a singleton, the neighbour metrics raise whatever the policy.
 - NMI clusters the normalised embeddings with :func:`heatup_lib.kmeans.kmeans` into as many
-  clusters as classes, then compares clusters and labels.
+  clusters as classes (``NMI_KMEANS``: the "auto" seeding, Lloyd passes to convergence), then
+  compares clusters and labels.
 
 Metric values are fractions in [0, 1].
 """
@@ -32,8 +33,9 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from types import MappingProxyType
 
 import numpy as np
 import torch
@@ -47,6 +49,7 @@ __all__ = [
     "AVERAGES",
     "default_chunk_size",
     "SINGLETONS",
+    "NMI_KMEANS",
     "nearest_neighbours",
     "recall_at_k",
     "map_at_r",
@@ -66,12 +69,14 @@ DATASET_KS: dict[str, tuple[int, ...]] = {
 }
 AVERAGES = ("arithmetic", "geometric", "min", "max")
 SINGLETONS = ("exclude", "miss", "raise")
+# The k-means behind NMI: seeding by kmeans' "auto" rule, Lloyd passes until no assignment changes.
+NMI_KMEANS: Mapping[str, object] = MappingProxyType({"init": "auto", "max_iter": 100, "tol": 0.0})
 
 # Neighbours listed per query before the rank of the first correct one is counted instead.
 _LIST_LENGTH = 32
 # Bytes the (chunk x N) similarity block and its top-k work space may take, per device type.
 _CPU_BUDGET = 256 * 2**20
-# Bytes of one tile of a similarity block on a CPU: the passes over it run while it is in cache (L2).
+# Bytes of one tile of a similarity block per CPU thread: the passes over it run while it is in cache (L2).
 _CPU_TILE = 2**20
 _CUDA_BUDGET_MAX = 4 * 2**30
 
@@ -159,10 +164,12 @@ def default_chunk_size(num_gallery: int, k: int, device: torch.device, element_s
 
 # ----------------------------------------------------------------------------- neighbour search
 def _tile_rows(n: int, b: int, g: int, like: Tensor) -> int:
-    """Gallery rows per tile of an (N, b) block like ``like``: a multiple of g near _CPU_TILE bytes (CPU), all N (GPU)."""
+    """Gallery rows per tile of an (N, b) block like ``like``: a multiple of g near _CPU_TILE bytes per
+    thread (CPU), all N (GPU)."""
     if like.device.type != "cpu":
         return n
-    return max(1, _CPU_TILE // (b * like.element_size() * g)) * g
+    tile = _CPU_TILE * torch.get_num_threads()
+    return max(1, tile // (b * like.element_size() * g)) * g
 
 
 def _similarity_blocks(x: Tensor, chunk_size: int, g: int) -> Iterator[tuple[int, int, Tensor, Tensor]]:
@@ -418,21 +425,23 @@ def normalized_mutual_info(labels_true, labels_pred, average: str = "arithmetic"
 
 def nmi(
     embeddings, labels, num_clusters: int | None = None, seed: int = 0, average: str = "arithmetic",
-    *, init: str = "k-means++", max_iter: int = 20, chunk_size: int | None = None,
+    *, init: str = NMI_KMEANS["init"], max_iter: int = NMI_KMEANS["max_iter"], tol: float = NMI_KMEANS["tol"],
+    chunk_size: int | None = None,
 ) -> float:
     """NMI between the labels and a k-means clustering of the normalised embeddings.
 
-    k-means (:func:`heatup_lib.kmeans.kmeans`, ``init``, ``max_iter``, ``seed``) runs on the
-    embeddings' device with ``num_clusters`` clusters (default: the number of classes); at most
-    ``max_iter`` Lloyd iterations (default 20, the budget of faiss's k-means that
-    pytorch-metric-learning uses; small classes converge well within it).
+    k-means (:func:`heatup_lib.kmeans.kmeans`, ``init``, ``max_iter``, ``tol``, ``seed``) runs on
+    the embeddings' device with ``num_clusters`` clusters (default: the number of classes). By
+    default it seeds with ``init="auto"`` and runs to convergence (no assignment changes; at most
+    ``max_iter`` = 100 passes), which the incremental passes make cheap; faiss's k-means, which
+    pytorch-metric-learning uses, stops after 20 iterations.
     ``average="arithmetic"`` (default) is sklearn's current normalisation;
     ``average="geometric"`` is what sklearn 0.19, used by the paper's code, computed.
     """
     _check_choice("average", average, AVERAGES)
     x = _as_embeddings(embeddings)
     codes = _as_codes(labels, x.shape[0], x.device)
-    return _nmi(x, codes, num_clusters, seed, average, init=init, max_iter=max_iter, chunk_size=chunk_size)
+    return _nmi(x, codes, num_clusters, seed, average, init=init, max_iter=max_iter, tol=tol, chunk_size=chunk_size)
 
 
 def _nmi(x: Tensor, codes: Tensor, num_clusters, seed: int, average: str, **kmeans_args) -> float:
@@ -465,7 +474,7 @@ def evaluate(
     ranks = _scan(x, codes, max(ks), chunk_size, singletons, need_r=True)
     out: dict[str, float] = {}
     if with_nmi:
-        out["nmi"] = _nmi(x, codes, None, seed, average, max_iter=20, chunk_size=chunk_size)
+        out["nmi"] = _nmi(x, codes, None, seed, average, chunk_size=chunk_size, **NMI_KMEANS)
     out.update({f"recall@{k}": v for k, v in _recalls(ranks, ks).items()})
     out["map@r"] = float(ranks.ap_at_r[ranks.keep].mean())
     out["r_precision"] = float(ranks.r_prec[ranks.keep].mean())
