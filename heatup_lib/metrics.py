@@ -73,11 +73,11 @@ SINGLETONS = ("exclude", "miss", "raise")
 NMI_KMEANS: Mapping[str, object] = MappingProxyType({"init": "auto", "max_iter": 100, "tol": 0.0})
 
 # Neighbours listed per query before the rank of the first correct one is counted instead.
-_LIST_LENGTH = 32
+_LIST_LENGTH = 8
 # Bytes the (chunk x N) similarity block and its top-k work space may take, per device type.
-_CPU_BUDGET = 256 * 2**20
+_CPU_BUDGET = 512 * 2**20
 # Bytes of one tile of a similarity block per CPU thread: the passes over it run while it is in cache (L2).
-_CPU_TILE = 2**20
+_CPU_TILE = 2 * 2**20
 _CUDA_BUDGET_MAX = 4 * 2**30
 
 
@@ -156,9 +156,9 @@ def default_chunk_size(num_gallery: int, k: int, device: torch.device, element_s
         budget = min(_CUDA_BUDGET_MAX, free // 4)
     else:
         budget = _CPU_BUDGET
-    # the similarity block, one comparison's output, and the top-k candidates (values + indices)
-    candidates = k * (group_size(num_gallery, k) + 1)
-    per_row = 2 * num_gallery * element_size + 2 * candidates * (element_size + 8)
+    # the similarity block, its group maxima, and the top-k candidates (values + indices, twice)
+    g = group_size(num_gallery, k)
+    per_row = (num_gallery + num_gallery // g) * element_size + 2 * k * g * (element_size + 8)
     return max(1, int(budget // per_row))
 
 
