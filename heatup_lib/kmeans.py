@@ -57,8 +57,9 @@ INITS = ("k-means++", "random", "auto")
 # init="auto": k-means++ while each seeding round draws at most this many centres, uniform beyond.
 _AUTO_PER_ROUND = 32
 
-# Bytes a chunk's (rows x columns) distance block may take, per device type.
-_CPU_BUDGET = 256 * 2**20
+# Bytes a chunk's (centres x points) distance block may take, per device type: on a CPU, what
+# stays in a core's cache while the block is reduced.
+_CPU_BUDGET = 4 * 2**20
 _CUDA_BUDGET_MAX = 2 * 2**30
 
 
@@ -80,7 +81,8 @@ def _budget_rows(num_cols: int, device: torch.device, bytes_per: int) -> int:
         budget = min(_CUDA_BUDGET_MAX, free // 4)
     else:
         budget = _CPU_BUDGET
-    return max(1, int(budget // max(1, num_cols * bytes_per * 2)))
+    rows = int(budget // max(1, num_cols * bytes_per * 2))
+    return rows // 32 * 32 if rows >= 32 else max(1, rows)  # BLAS runs a multiple of 32 columns up to 2x faster
 
 
 def as_float_matrix(x, name: str = "points") -> Tensor:
@@ -104,18 +106,29 @@ def as_float_matrix(x, name: str = "points") -> Tensor:
 
 
 def _min_sq_dist(x: Tensor, x_sq: Tensor, c: Tensor, chunk: int) -> tuple[Tensor, Tensor]:
-    """Squared distance from each point to its nearest centre, and that centre's index (first on ties)."""
-    n = x.shape[0]
-    c_sq = (c * c).sum(dim=1)
+    """Squared distance from each point to its nearest centre, and that centre's index (first on ties).
+
+    Each chunk of points gets a (k, b) block ||c||^2 - 2 c.x: in that shape the product runs
+    about twice as fast on a CPU as in (b, k), and the reductions over the centres run vectorised
+    across the points. The first nearest index comes from the minimum m without an arg-reduction:
+    the largest of ramp = (k, k - 1, ..., 1) where the block equals m is k minus that index.
+    """
+    n, k = x.shape[0], c.shape[0]
+    c_sq = (c * c).sum(dim=1, keepdim=True)  # (k, 1)
+    ramp = torch.arange(k, 0, -1, dtype=x.dtype, device=x.device).unsqueeze(1)  # exact up to 2^24 in float32
     dist = torch.empty(n, dtype=x.dtype, device=x.device)
     index = torch.empty(n, dtype=torch.int64, device=x.device)
-    buf = torch.empty(min(chunk, n), c.shape[0], dtype=x.dtype, device=x.device)  # reused: no page faults per chunk
+    buf = hit = None  # reused between chunks: a fresh block per chunk costs page faults
     for start in range(0, n, chunk):
         end = min(start + chunk, n)
-        d = torch.addmm(c_sq, x[start:end], c.T, beta=1, alpha=-2, out=buf[: end - start])  # ||c||^2 - 2 x.c
-        m, a = d.min(dim=1)
+        if buf is None or buf.shape[1] != end - start:
+            buf = torch.empty(k, end - start, dtype=x.dtype, device=x.device)
+            hit = torch.empty_like(buf)
+        d = torch.addmm(c_sq, c, x[start:end].T, beta=1, alpha=-2, out=buf)  # (k, b)
+        m = d.amin(dim=0)
+        first = torch.eq(d, m, out=hit).mul_(ramp).amax(dim=0)
         dist[start:end] = (m + x_sq[start:end]).clamp_(min=0)
-        index[start:end] = a
+        index[start:end] = k - first.long()
     return dist, index
 
 

@@ -159,7 +159,8 @@ def default_chunk_size(num_gallery: int, k: int, device: torch.device, element_s
     # the similarity block, its group maxima, and the top-k candidates (values + indices, twice)
     g = group_size(num_gallery, k)
     per_row = (num_gallery + num_gallery // g) * element_size + 2 * k * g * (element_size + 8)
-    return max(1, int(budget // per_row))
+    rows = int(budget // per_row)
+    return rows // 64 * 64 if rows >= 64 else max(1, rows)  # BLAS runs a multiple of 64 columns up to 2x faster
 
 
 # ----------------------------------------------------------------------------- neighbour search
