@@ -107,16 +107,16 @@ def _gemm_only(x: np.ndarray) -> None:
 
 
 def _gemm_kmeans(x: np.ndarray, k: int) -> None:
-    """One Lloyd assignment's product: N x k distances to k centres (here k of the points), in blocks."""
+    """One Lloyd assignment's product: the k x N products with k centres (here k of the points), as (k, 2048) blocks."""
     from heatup_lib.metrics import _as_embeddings
 
     xt = _as_embeddings(x)
     c = xt[torch.randperm(xt.shape[0], generator=torch.Generator().manual_seed(0))[:k]]
-    chunk = max(1, (256 * 2**20) // (k * 4 * 2))
-    buf = torch.empty(chunk, k)
+    chunk = 2048
+    buf = torch.empty(k, chunk)
     for start in range(0, xt.shape[0], chunk):
         end = min(start + chunk, xt.shape[0])
-        torch.mm(xt[start:end], c.T, out=buf[: end - start])
+        torch.mm(c, xt[start:end].T, out=buf if end - start == chunk else None)
 
 
 def run_job(job: str, data: Path, threads: int) -> dict:
