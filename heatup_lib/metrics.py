@@ -10,10 +10,16 @@ Conventions (``../shared/SPEC.md`` section 7):
 - float64 input is computed in float64; any other type in float32. Queries are processed in
   chunks whose similarity block fits a memory budget: no N x N matrix is ever built.
 - One pass over the similarity blocks serves Recall@K, MAP@R and R-Precision (:func:`evaluate`
-  runs it once). Each query's nearest neighbours are listed up to max(max R, min(max K, 32)),
-  one more to detect a tie at the cut; a query whose first correct neighbour lies beyond that
-  list (Recall@1000 on SOP) gets its exact rank by counting the samples ranked before its best
-  positive in the same block, which costs less than listing 1000 neighbours for every query.
+  runs it once). The rank of a query's first correct neighbour -- all that Recall@K needs, for
+  every K -- is the number of samples ranked before its best positive: one compare-and-count
+  pass over the block (>= and == its similarity p, for the tie rule), no listing. MAP@R and
+  R-Precision need only the top R (at most the largest class size - 1), which
+  :func:`heatup_lib.topk.row_topk` finds exactly from the maxima of column groups instead of a
+  ``topk`` over all N columns. A query whose first correct neighbour is within that list takes
+  its rank from the list.
+- On a CPU a block is the transpose of an (N, b) product, computed tile by tile: the group maxima
+  and the counts are taken while a tile is in cache, so the passes after the product cost little
+  next to it (``bench/metrics_speed.py`` measures the ratio).
 - Ties are exact in both dtypes; but a similarity itself may differ in its last bit between
   chunk sizes or devices (the matrix product's blocking), which can reorder two samples whose
   similarities differ by less than that rounding.
@@ -156,9 +162,12 @@ def default_chunk_size(num_gallery: int, k: int, device: torch.device, element_s
         budget = min(_CUDA_BUDGET_MAX, free // 4)
     else:
         budget = _CPU_BUDGET
-    # the similarity block, its group maxima, and the top-k candidates (values + indices, twice)
+    # the similarity block, its group maxima, the top-k candidates (values + indices, twice), and
+    # on a GPU the counting pass's buffer (one tile of the whole block; a CPU's tiles are small)
     g = group_size(num_gallery, k)
     per_row = (num_gallery + num_gallery // g) * element_size + 2 * k * g * (element_size + 8)
+    if device.type != "cpu":
+        per_row += num_gallery * 4
     rows = int(budget // per_row)
     return rows // 64 * 64 if rows >= 64 else max(1, rows)  # BLAS runs a multiple of 64 columns up to 2x faster
 
