@@ -39,7 +39,7 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from types import MappingProxyType
 
@@ -48,7 +48,7 @@ import torch
 from torch import Tensor
 
 from heatup_lib.kmeans import as_float_matrix, kmeans
-from heatup_lib.topk import group_max, group_size, row_topk, sort_exactly
+from heatup_lib.topk import group_max, group_size, row_topk
 
 __all__ = [
     "DATASET_KS",
@@ -78,11 +78,12 @@ SINGLETONS = ("exclude", "miss", "raise")
 # The k-means behind NMI: seeding by kmeans' "auto" rule, Lloyd passes until no assignment changes.
 NMI_KMEANS: Mapping[str, object] = MappingProxyType({"init": "auto", "max_iter": 100, "tol": 0.0})
 
-# Up to this max K the neighbours are listed; beyond it the rank of the first correct one is counted.
-_LIST_LENGTH = 32
-# Bytes a (b x b) block of the pair sweep and its work buffer may take: on a CPU about what stays in
-# the last-level cache between the product and the passes over it; on a GPU a share of its memory.
-_CPU_BLOCK = 16 * 2**20
+# Neighbours listed per query before the rank of the first correct one is counted instead.
+_LIST_LENGTH = 8
+# Bytes the (chunk x N) similarity block and its top-k work space may take, per device type.
+_CPU_BUDGET = 512 * 2**20
+# Bytes of one tile of a similarity block per CPU thread: the passes over it run while it is in cache (L2).
+_CPU_TILE = 2 * 2**20
 _CUDA_BUDGET_MAX = 4 * 2**30
 
 
@@ -155,188 +156,59 @@ def _check_choice(name: str, value, choices: Sequence[str]) -> None:
 
 
 def default_chunk_size(num_gallery: int, k: int, device: torch.device, element_size: int = 4) -> int:
-    """Samples per block of the pair sweep: a (b x b) block of similarities and its work buffer fit the budget.
-
-    ``k`` (the neighbours listed) no longer changes the answer; it is kept for callers.
-    """
+    """Queries per chunk so that the (chunk x N) similarities and their work space fit the memory budget."""
     if device.type == "cuda":
         free, _ = torch.cuda.mem_get_info(device)
         budget = min(_CUDA_BUDGET_MAX, free // 4)
     else:
-        budget = _CPU_BLOCK
-    rows = min(num_gallery, math.isqrt(budget // (element_size + 4)))  # the block and a float32 buffer
+        budget = _CPU_BUDGET
+    # the similarity block, its group maxima, the top-k candidates (values + indices, twice), and
+    # on a GPU the counting pass's buffer (one tile of the whole block; a CPU's tiles are small)
+    g = group_size(num_gallery, k)
+    per_row = (num_gallery + num_gallery // g) * element_size + 2 * k * g * (element_size + 8)
+    if device.type != "cpu":
+        per_row += num_gallery * 4
+    rows = int(budget // per_row)
     return rows // 64 * 64 if rows >= 64 else max(1, rows)  # BLAS runs a multiple of 64 columns up to 2x faster
 
 
-# ----------------------------------------------------------------------------- the pair sweep
-class _TopLists:
-    """Each row's k nearest columns so far, in the exact order (similarity descending, lower index
-    first), merged block by block; placeholders (-inf, indices N, N + 1, ...) until filled."""
-
-    def __init__(self, n: int, k: int, dtype: torch.dtype, device: torch.device) -> None:
-        self.k = k
-        self.vals = torch.full((n, k), -math.inf, dtype=dtype, device=device)
-        self.cols = (n + torch.arange(k, device=device)).expand(n, k).contiguous()
-
-    def add(self, r0: int, s: Tensor, c0: int) -> None:
-        """Merge block ``s`` (b, c): the similarities of rows r0.. with columns c0.."""
-        b, c = s.shape
-        k = min(self.k, c)
-        gmax = group_max(s, group_size(c, k))
-        # a row whose best entry here is below its current k-th cannot change (equal may: lower index)
-        rows = (gmax.amax(dim=1) >= self.vals[r0 : r0 + b, -1]).nonzero().flatten()
-        if not rows.numel():
-            return
-        if rows.numel() < b:
-            s, gmax = s[rows], gmax[rows]
-        vals, cols = row_topk(s, k, gmax)
-        r = rows + r0
-        self.vals[r], self.cols[r] = sort_exactly(torch.cat([self.vals[r], vals], dim=1),
-                                                  torch.cat([self.cols[r], cols + c0], dim=1), self.k)
+# ----------------------------------------------------------------------------- neighbour search
+def _tile_rows(n: int, b: int, g: int, like: Tensor) -> int:
+    """Gallery rows per tile of an (N, b) block like ``like``: a multiple of g near _CPU_TILE bytes per
+    thread (CPU), all N (GPU)."""
+    if like.device.type != "cpu":
+        return n
+    tile = _CPU_TILE * torch.get_num_threads()
+    return max(1, tile // (b * like.element_size() * g)) * g
 
 
-class _Counts:
-    """Per row, the negatives ranked before the best positive, counted block by block against a bracket.
+def _similarity_blocks(x: Tensor, chunk_size: int, g: int) -> Iterator[tuple[int, int, Tensor, Tensor]]:
+    """Yield ``(start, end, sims, gmax)`` for the queries start..end-1 of normalised ``x``: their cosine
+    similarities (b, N) with every sample, the query itself at -inf, and the maxima (b, G) of
+    groups of g consecutive columns (:func:`heatup_lib.topk.group_max`); valid until the next block.
 
-    The best positive's similarity p is only known once the sweep has passed all of a row's
-    positives, so each block is compared with a bracket [lo, hi] around p taken from each class's
-    Gram matrix (the product in another order, so within ``eps`` of the blocks' values): negatives
-    above hi are counted, those inside the bracket are kept, and :meth:`ranks` resolves them
-    exactly against p from the blocks themselves -- the same numbers the lists see.
-    """
-
-    def __init__(self, lo: Tensor, hi: Tensor) -> None:
-        self.lo, self.hi = lo, hi  # (N,); +inf for a row without positives: nothing counts
-        self.above = torch.zeros(lo.shape[0], dtype=torch.int64, device=lo.device)
-        self.near: list[tuple[Tensor, Tensor, Tensor]] = []  # (row, column, similarity) inside the bracket
-
-    def add(self, r0: int, s: Tensor, c0: int, work: Tensor) -> None:
-        """Count block ``s`` (b, c; positives at -inf): rows r0.., columns c0..; ``work`` is a float32
-        buffer laid out like ``s``."""
-        b = s.shape[0]
-        lo, hi = self.lo[r0 : r0 + b, None], self.hi[r0 : r0 + b, None]
-        # 0 / 1 written into a float buffer: its row sums are exact and far faster than a bool mask's
-        above = torch.gt(s, hi, out=work).sum(dim=1)
-        inside = torch.ge(s, lo, out=work).sum(dim=1) - above
-        self.above[r0 : r0 + b] += above.long()
-        rows = (inside > 0).nonzero().flatten()
-        if rows.numel():
-            sub = s[rows]
-            rr, cc = ((sub >= lo[rows]) & (sub <= hi[rows])).nonzero(as_tuple=True)
-            self.near.append((r0 + rows[rr], c0 + cc, sub[rr, cc]))
-
-    def ranks(self, p: Tensor, j_star: Tensor) -> Tensor:
-        """0-based rank of each row's best positive (similarity p, lowest index j* among equals): the
-        negatives above it, and those equal to it with a lower index."""
-        rank = self.above.clone()
-        if self.near:
-            row, col, val = (torch.cat(t) for t in zip(*self.near))
-            before = (val > p[row]) | ((val == p[row]) & (col < j_star[row]))
-            rank.index_add_(0, row[before], torch.ones_like(row[before]))
-        return rank
-
-
-@dataclass
-class _Positives:
-    """Every pair of distinct same-class samples (i, j) whose entry (i, j) lies in a block pair (I <= J)
-    of the sweep, grouped by block pair, and the similarity the sweep finds there."""
-
-    i: Tensor
-    j: Tensor
-    bounds: Tensor  # (num_blocks^2 + 1,) on the CPU: block pair (I, J) holds pairs bounds[I nb + J] : [I nb + J + 1]
-    num_blocks: int
-    value: Tensor  # filled by the sweep
-
-    def of(self, bi: int, bj: int) -> tuple[int, int]:
-        """The slice of pairs whose entry lies in block pair (bi, bj)."""
-        at = bi * self.num_blocks + bj
-        return int(self.bounds[at]), int(self.bounds[at + 1])
-
-    def best(self, n: int, block: int) -> tuple[Tensor, Tensor]:
-        """Each row's best positive similarity p (-inf if none) and the lowest index j* among equals.
-
-        An entry (i, j) in a block pair I < J serves row i and, transposed, row j; in a block
-        pair I = I both orders are entries of their own.
-        """
-        other = self.i // block != self.j // block
-        rows = torch.cat([self.i, self.j[other]])
-        cols = torch.cat([self.j, self.i[other]])
-        vals = torch.cat([self.value, self.value[other]])
-        p = torch.full((n,), -math.inf, dtype=vals.dtype, device=vals.device).scatter_reduce(
-            0, rows, vals, "amax")
-        at = vals == p[rows]
-        j_star = torch.full((n,), n, dtype=torch.int64, device=vals.device).scatter_reduce(
-            0, rows[at], cols[at], "amin")
-        return p, j_star
-
-
-def _positive_pairs(x: Tensor, members: Tensor, block: int) -> tuple[_Counts, _Positives]:
-    """The sweep's positive pairs, and a bracket around each row's best positive similarity from each
-    class's Gram matrix. ``members`` (classes, largest) lists each class's samples, padded with -1."""
-    n, dim = x.shape
-    num_classes, m = members.shape
-    p = torch.full((n,), math.inf, dtype=x.dtype, device=x.device)  # +inf: no positive, nothing counts
-    pi, pj = [], []
-    off = ~torch.eye(m, dtype=torch.bool, device=x.device)
-    step = max(1, (64 * 2**20) // (m * (m + dim) * x.element_size()))
-    for c0 in range(0, num_classes, step):
-        mem = members[c0 : c0 + step]  # (cc, m)
-        valid = mem >= 0
-        xs = x[mem.clamp(min=0)]  # (cc, m, D)
-        pair = valid[:, :, None] & valid[:, None, :] & off
-        gram = torch.bmm(xs, xs.transpose(1, 2)).masked_fill(~pair, -math.inf)
-        has = valid & pair.any(dim=2)
-        p[mem[has]] = gram.amax(dim=2)[has]
-        ci, ai, bi = pair.nonzero(as_tuple=True)
-        pi.append(mem[ci, ai])
-        pj.append(mem[ci, bi])
-    pi, pj = torch.cat(pi), torch.cat(pj)
-    # |a dot product's rounding| <= D u |x| |y| (u the unit roundoff): twice for two orders, with margin
-    eps = 4 * dim * torch.finfo(x.dtype).eps / 2
-    nb = -(-n // block)
-    bi, bj = pi // block, pj // block
-    keep = bi <= bj  # entry (i, j) with i's block after j's is the transpose of a kept one
-    key = (bi * nb + bj)[keep]
-    order = torch.argsort(key, stable=True)
-    bounds = torch.searchsorted(key[order], torch.arange(nb * nb + 1, device=x.device)).cpu()
-    pi, pj = pi[keep][order], pj[keep][order]
-    counts = _Counts(p - eps, p + eps)
-    return counts, _Positives(pi, pj, bounds, nb, torch.empty(pi.shape[0], dtype=x.dtype, device=x.device))
-
-
-def _sweep(x: Tensor, block: int, lists: _TopLists | None, counts: _Counts | None = None,
-           positives: _Positives | None = None) -> None:
-    """Compute each pair's similarity once, in (b x b) blocks (I, J >= I) of normalised ``x``, and feed
-    every block to the rows of I (its rows) and of J (its columns): half the product of a
-    query-by-query search. The query itself is at -inf; the positives' similarities are recorded
-    in ``positives``, then set to -inf for the counts.
+    ``sims`` is the transpose of an (N, b) product, computed in tiles of gallery rows: on a CPU
+    the product runs faster in that shape, and each tile's group maxima are taken while the tile
+    is in cache.
     """
     n = x.shape[0]
-    starts = list(range(0, n, block))
-    buffers: dict[tuple[int, int], tuple[Tensor, Tensor]] = {}
-    for bi, i0 in enumerate(starts):
-        i1 = min(i0 + block, n)
-        for bj in range(bi, len(starts)):
-            j0, j1 = starts[bj], min(starts[bj] + block, n)
-            if (i1 - i0, j1 - j0) not in buffers:
-                buffers[i1 - i0, j1 - j0] = (torch.empty(i1 - i0, j1 - j0, dtype=x.dtype, device=x.device),
-                                             torch.empty(i1 - i0, j1 - j0, dtype=torch.float32, device=x.device))
-            s, work = buffers[i1 - i0, j1 - j0]
-            torch.mm(x[i0:i1], x[j0:j1].T, out=s)
-            if bi == bj:
-                s.fill_diagonal_(-math.inf)  # the query itself, by index
-            if lists is not None:
-                lists.add(i0, s, j0)
-                if bj != bi:
-                    lists.add(j0, s.T, i0)
-            if counts is not None:
-                lo, hi = positives.of(bi, bj)
-                pi, pj = positives.i[lo:hi] - i0, positives.j[lo:hi] - j0
-                positives.value[lo:hi] = s[pi, pj]
-                s[pi, pj] = -math.inf  # a positive never ranks before the best positive
-                counts.add(i0, s, j0, work)
-                if bj != bi:
-                    counts.add(j0, s.T, i0, work.T)
+    buf = gmax = None
+    for start in range(0, n, chunk_size):
+        end = min(start + chunk_size, n)
+        q = x[start:end]
+        if buf is None or buf.shape[1] != end - start:
+            buf = torch.empty(n, end - start, dtype=x.dtype, device=x.device)
+            gmax = torch.empty(-(-n // g), end - start, dtype=x.dtype, device=x.device)
+        step = _tile_rows(n, end - start, g, x)
+        for t0 in range(0, n, step):
+            t1 = min(t0 + step, n)
+            tile = torch.mm(x[t0:t1], q.T, out=buf[t0:t1])
+            lo, hi = max(t0, start), min(t1, end)
+            if lo < hi:  # the queries themselves, by index
+                own = torch.arange(lo, hi, device=x.device)
+                tile[own - t0, own - start] = -math.inf
+            gmax[t0 // g : -(-t1 // g)] = group_max(tile.T, g).T
+        yield start, end, buf.T, gmax.T.contiguous()
 
 
 def nearest_neighbours(embeddings, k: int, chunk_size: int | None = None) -> tuple[Tensor, Tensor]:
@@ -344,7 +216,6 @@ def nearest_neighbours(embeddings, k: int, chunk_size: int | None = None) -> tup
 
     The query is excluded by index; ties are broken by the lower index. Results are on the
     embeddings' device (CPU for numpy input), float32 unless the input is float64.
-    ``chunk_size`` caps the samples per block of the sweep.
     """
     x = _as_embeddings(embeddings)
     n = x.shape[0]
@@ -352,9 +223,12 @@ def nearest_neighbours(embeddings, k: int, chunk_size: int | None = None) -> tup
         raise ValueError(f"k must be an integer in [1, N - 1 = {n - 1}] (the gallery of a query), got {k!r}")
     _check_chunk_size(chunk_size)
     k = int(k)
-    lists = _TopLists(n, k, x.dtype, x.device)
-    _sweep(x, chunk_size or default_chunk_size(n, k, x.device, x.element_size()), lists)
-    return lists.vals, lists.cols
+    chunk = chunk_size or default_chunk_size(n, k, x.device, x.element_size())
+    sims = torch.empty(n, k, dtype=x.dtype, device=x.device)
+    index = torch.empty(n, k, dtype=torch.int64, device=x.device)
+    for start, end, s, gmax in _similarity_blocks(x, chunk, group_size(n, k)):
+        sims[start:end], index[start:end] = row_topk(s, k, gmax)
+    return sims, index
 
 
 # ----------------------------------------------------------------------------- neighbour metrics
@@ -370,7 +244,7 @@ class _Ranks:
 
 
 def _scan(x: Tensor, codes: Tensor, max_k: int, chunk_size, singletons: str, need_r: bool) -> _Ranks:
-    """One sweep over the pairs of normalised ``x`` that yields what the neighbour metrics need."""
+    """One chunked neighbour search over normalised ``x`` that yields what the neighbour metrics need."""
     _check_choice("singletons", singletons, SINGLETONS)
     _check_chunk_size(chunk_size)
     n = x.shape[0]
@@ -388,46 +262,95 @@ def _scan(x: Tensor, codes: Tensor, max_k: int, chunk_size, singletons: str, nee
         log.warning("%d of %d queries have no other sample of their class; singletons=%r",
                     num_singletons, n, singletons)
     max_r = int(r.max()) if need_r else 0
-    # The rank of each query's first correct neighbour is counted: the negatives ranked before its
-    # best positive, found from a (classes x largest class) table of members. When max K is small
-    # (or that table would be large) the neighbours are listed up to max K instead.
+    # Neighbours are listed up to k_list; a query whose first correct neighbour lies beyond the
+    # list gets its rank by counting the samples ranked before its best positive (cheaper than
+    # listing 1000 neighbours for every query). Positives are looked up in a (classes x largest
+    # class) table; when that would be large, everything is listed instead.
     counts = torch.bincount(codes)
     num_classes, largest = counts.numel(), int(counts.max())
-    block = chunk_size or default_chunk_size(n, max(max_r, max_k), x.device, x.element_size())
-    count = max_k > _LIST_LENGTH and num_classes * largest <= 16 * n + 2**20
-    k_list = max_r if count else max(max_r, max_k)
-    lists = _TopLists(n, k_list, x.dtype, x.device) if k_list else None
-    tally = positives = None
-    if count:
+    k_list = max(max_r, max_k)
+    members = None
+    if max_k > _LIST_LENGTH and num_classes * largest <= 16 * n + 2**20:
+        k_list = max(max_r, _LIST_LENGTH)
         order = torch.argsort(codes, stable=True)  # members of class c: order[offset[c]:offset[c + 1]]
         offset = torch.cumsum(counts, 0) - counts
         slot = torch.arange(n, device=x.device) - offset[codes[order]]
         members = torch.full((num_classes, largest), -1, dtype=torch.int64, device=x.device)
         members[codes[order], slot] = order
-        tally, positives = _positive_pairs(x, members, block)
-    _sweep(x, block, lists, tally, positives)
-    if count:
-        p, j_star = positives.best(n, block)
-        outside = ~singleton & ((p < tally.lo) | (p > tally.hi))
-        if bool(outside.any()):  # cannot happen while the rounding bound holds; never return a wrong rank
-            raise RuntimeError(f"{int(outside.sum())} best-positive similarities left their bracket")
-        first = tally.ranks(p, j_star)
-    else:
-        rel = codes[lists.cols.clamp(max=n - 1)] == codes[:, None]
-        first = torch.where(rel, torch.arange(k_list, device=x.device), k_list).amin(dim=1)
-    first_hit = first.masked_fill(singleton, n)  # a singleton never hits
+    chunk = chunk_size or default_chunk_size(n, k_list, x.device, x.element_size())
+    first_hit = torch.empty(n, dtype=torch.int64, device=x.device)
     ap = torch.zeros(n, dtype=torch.float64, device=x.device)
     rp = torch.zeros(n, dtype=torch.float64, device=x.device)
-    if need_r:
-        pos = torch.arange(max_r, device=x.device)
-        rel = codes[lists.cols[:, :max_r]] == codes[:, None]
-        rel_r = rel & (pos < r[:, None])  # relevant and within the first R
-        precision = rel_r.cumsum(dim=1).double() / (pos + 1).double()
-        denom = r.clamp(min=1).double()
-        ap = (precision * rel_r).sum(dim=1) / denom
-        rp = rel_r.sum(dim=1).double() / denom
+    pos = torch.arange(k_list, device=x.device)
+    for start, end, sims, gmax in _similarity_blocks(x, chunk, group_size(n, k_list)):
+        _, idx = row_topk(sims, k_list, gmax)
+        rel = codes[idx] == codes[start:end, None]  # (b, k_list) neighbour j shares the query's class
+        first = torch.where(rel, pos, k_list).min(dim=1).values
+        if members is not None:
+            beyond = ((first == k_list) & ~singleton[start:end]).nonzero().flatten()
+            if beyond.numel():
+                first[beyond] = _rank_of_best_positive(sims, beyond, start, codes, members)
+        first_hit[start:end] = first.masked_fill(singleton[start:end], n)  # a singleton never hits
+        if need_r:
+            rq = r[start:end]
+            rel_r = rel[:, :max_r] & (pos[:max_r] < rq[:, None])  # relevant and within the first R
+            hits = rel_r.cumsum(dim=1).double()
+            precision = hits / (pos[:max_r] + 1).double()
+            denom = rq.clamp(min=1).double()
+            ap[start:end] = (precision * rel_r).sum(dim=1) / denom
+            rp[start:end] = rel_r.sum(dim=1).double() / denom
     keep = ~singleton if singletons == "exclude" else torch.ones_like(singleton)
     return _Ranks(first_hit, ap, rp, keep, num_singletons)
+
+
+def _count_tiles(sims: Tensor, p: Tensor, step: int) -> tuple[Tensor, Tensor]:
+    """Per row of ``sims`` (b, N, the transpose of a contiguous (N, b) block): how many entries are
+    >= p and how many == p (int64, (b,) each), for p (b,), tile by tile of ``step`` columns.
+
+    Each comparison writes 0 / 1 into a small floating buffer that stays in cache; its column sums
+    are exact integers. That is several times faster on a CPU than summing a bool mask of the block.
+    """
+    block = sims.T  # (N, b) contiguous
+    n, b = block.shape
+    p = p.reshape(1, b)
+    work = torch.empty(min(step, n), b, dtype=torch.float32, device=block.device)
+    level = torch.zeros(b, dtype=torch.int64, device=block.device)
+    tied = torch.zeros(b, dtype=torch.int64, device=block.device)
+    for t0 in range(0, n, step):
+        tile, out = block[t0 : t0 + step], work[: min(step, n - t0)]
+        level += torch.ge(tile, p, out=out).sum(dim=0).long()
+        tied += torch.eq(tile, p, out=out).sum(dim=0).long()
+    return level, tied
+
+
+def _rank_of_best_positive(sims: Tensor, rows: Tensor, start: int, codes: Tensor, members: Tensor) -> Tensor:
+    """0-based rank of the first correct neighbour of chunk rows ``rows``, by counting who ranks before it.
+
+    ``sims`` is the chunk's (b, N) similarity block (the query at -inf, the transpose of a
+    contiguous (N, b) block); ``members`` lists each class's samples, padded with -1. The first
+    correct neighbour is the positive with the highest similarity p (the lowest index j* among
+    equals); the samples before it are those with a similarity > p, and those equal to p with an
+    index < j*. One compare-and-count pass over the block gives both (>= p and == p).
+    """
+    b, n = sims.shape
+    query = rows + start
+    cand = members[codes[query]]  # (u, largest) the query's class, padded with -1
+    valid = (cand >= 0) & (cand != query[:, None])
+    ps = sims[rows[:, None], cand.clamp(min=0)].masked_fill(~valid, -math.inf)
+    p = ps.max(dim=1, keepdim=True).values  # (u, 1)
+    at_p = valid & (ps == p)
+    j_star = torch.where(at_p, cand, n).min(dim=1).values
+    target = torch.full((b,), math.inf, dtype=sims.dtype, device=sims.device)  # other rows: nothing counts
+    target[rows] = p.squeeze(1)
+    level, tied = _count_tiles(sims, target, _tile_rows(n, b, 1, sims))
+    level, tied = level[rows], tied[rows]  # tied: j*, positives tied with it, and negatives tied with it
+    rank = level - tied
+    neg_ties = (tied > at_p.sum(dim=1)).nonzero().flatten()
+    if neg_ties.numel():  # rare: a negative exactly as similar as the best positive
+        cols = torch.arange(n, device=sims.device)
+        before = (sims[rows[neg_ties]] == p[neg_ties]) & (cols < j_star[neg_ties, None])
+        rank[neg_ties] += before.sum(dim=1)
+    return rank
 
 
 def _recalls(ranks: _Ranks, ks: Sequence[int]) -> dict[int, float]:

@@ -184,8 +184,9 @@ def many_ties(n: int = 600, classes: int = 40, seed: int = 0) -> tuple[np.ndarra
 @pytest.mark.parametrize("list_length", [1, 32])
 def test_many_ties_match_brute_force(monkeypatch, dtype, list_length):
     # hundreds of samples: the top k comes from real column groups whose maxima tie at the cut, the
-    # best positive ties with negatives, blocks of many sizes (and a last, smaller one)
+    # best positive ties with negatives, and (tiny tiles) the counting pass runs over many tiles
     monkeypatch.setattr(M, "_LIST_LENGTH", list_length)
+    monkeypatch.setattr(M, "_CPU_TILE", 512)
     x, y = many_ties()
     ks = (1, 2, 10, 50, 200, len(y) - 1)
     ref = brute_metrics(x, y, ks)
