@@ -10,10 +10,16 @@ Conventions (``../shared/SPEC.md`` section 7):
 - float64 input is computed in float64; any other type in float32. Queries are processed in
   chunks whose similarity block fits a memory budget: no N x N matrix is ever built.
 - One pass over the similarity blocks serves Recall@K, MAP@R and R-Precision (:func:`evaluate`
-  runs it once). Each query's nearest neighbours are listed up to max(max R, min(max K, 32)),
-  one more to detect a tie at the cut; a query whose first correct neighbour lies beyond that
-  list (Recall@1000 on SOP) gets its exact rank by counting the samples ranked before its best
-  positive in the same block, which costs less than listing 1000 neighbours for every query.
+  runs it once). The rank of a query's first correct neighbour -- all that Recall@K needs, for
+  every K -- is the number of samples ranked before its best positive: one compare-and-count
+  pass over the block (>= and == its similarity p, for the tie rule), no listing. MAP@R and
+  R-Precision need only the top R (at most the largest class size - 1), which
+  :func:`heatup_lib.topk.row_topk` finds exactly from the maxima of column groups instead of a
+  ``topk`` over all N columns. A query whose first correct neighbour is within that list takes
+  its rank from the list.
+- On a CPU a block is the transpose of an (N, b) product, computed tile by tile: the group maxima
+  and the counts are taken while a tile is in cache, so the passes after the product cost little
+  next to it (``bench/metrics_speed.py`` measures the ratio).
 - Ties are exact in both dtypes; but a similarity itself may differ in its last bit between
   chunk sizes or devices (the matrix product's blocking), which can reorder two samples whose
   similarities differ by less than that rounding.
@@ -23,7 +29,8 @@ Conventions (``../shared/SPEC.md`` section 7):
   many; ``"miss"`` scores them 0 (the older Recall@K codes did this); ``"raise"`` refuses them.
   When every query is a singleton, the neighbour metrics raise whatever the policy.
 - NMI clusters the normalised embeddings with :func:`heatup_lib.kmeans.kmeans` into as many
-  clusters as classes, then compares clusters and labels.
+  clusters as classes (``NMI_KMEANS``: the "auto" seeding, Lloyd passes to convergence), then
+  compares clusters and labels.
 
 Metric values are fractions in [0, 1].
 """
@@ -32,20 +39,23 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from types import MappingProxyType
 
 import numpy as np
 import torch
 from torch import Tensor
 
 from heatup_lib.kmeans import as_float_matrix, kmeans
+from heatup_lib.topk import group_max, group_size, row_topk
 
 __all__ = [
     "DATASET_KS",
     "AVERAGES",
     "default_chunk_size",
     "SINGLETONS",
+    "NMI_KMEANS",
     "nearest_neighbours",
     "recall_at_k",
     "map_at_r",
@@ -65,11 +75,15 @@ DATASET_KS: dict[str, tuple[int, ...]] = {
 }
 AVERAGES = ("arithmetic", "geometric", "min", "max")
 SINGLETONS = ("exclude", "miss", "raise")
+# The k-means behind NMI: seeding by kmeans' "auto" rule, Lloyd passes until no assignment changes.
+NMI_KMEANS: Mapping[str, object] = MappingProxyType({"init": "auto", "max_iter": 100, "tol": 0.0})
 
 # Neighbours listed per query before the rank of the first correct one is counted instead.
-_LIST_LENGTH = 32
+_LIST_LENGTH = 8
 # Bytes the (chunk x N) similarity block and its top-k work space may take, per device type.
-_CPU_BUDGET = 256 * 2**20
+_CPU_BUDGET = 512 * 2**20
+# Bytes of one tile of a similarity block per CPU thread: the passes over it run while it is in cache (L2).
+_CPU_TILE = 2 * 2**20
 _CUDA_BUDGET_MAX = 4 * 2**30
 
 
@@ -142,48 +156,59 @@ def _check_choice(name: str, value, choices: Sequence[str]) -> None:
 
 
 def default_chunk_size(num_gallery: int, k: int, device: torch.device, element_size: int = 4) -> int:
-    """Queries per chunk so that the (chunk x N) similarities and the top-k fit the memory budget."""
+    """Queries per chunk so that the (chunk x N) similarities and their work space fit the memory budget."""
     if device.type == "cuda":
         free, _ = torch.cuda.mem_get_info(device)
         budget = min(_CUDA_BUDGET_MAX, free // 4)
     else:
         budget = _CPU_BUDGET
-    # the similarity block, the mask of one comparison, and the top-k values + indices
-    per_row = num_gallery * (element_size + 1) + (k + 1) * (element_size + 8) * 2
-    return max(1, int(budget // per_row))
+    # the similarity block, its group maxima, the top-k candidates (values + indices, twice), and
+    # on a GPU the counting pass's buffer (one tile of the whole block; a CPU's tiles are small)
+    g = group_size(num_gallery, k)
+    per_row = (num_gallery + num_gallery // g) * element_size + 2 * k * g * (element_size + 8)
+    if device.type != "cpu":
+        per_row += num_gallery * 4
+    rows = int(budget // per_row)
+    return rows // 64 * 64 if rows >= 64 else max(1, rows)  # BLAS runs a multiple of 64 columns up to 2x faster
 
 
 # ----------------------------------------------------------------------------- neighbour search
-def _sort_ties(vals: Tensor, idx: Tensor) -> tuple[Tensor, Tensor]:
-    """Order rows by value descending, equal values by index ascending."""
-    order = torch.argsort(idx, dim=1)
-    vals, idx = vals.gather(1, order), idx.gather(1, order)
-    order = torch.sort(vals, dim=1, descending=True, stable=True).indices
-    return vals.gather(1, order), idx.gather(1, order)
+def _tile_rows(n: int, b: int, g: int, like: Tensor) -> int:
+    """Gallery rows per tile of an (N, b) block like ``like``: a multiple of g near _CPU_TILE bytes per
+    thread (CPU), all N (GPU)."""
+    if like.device.type != "cpu":
+        return n
+    tile = _CPU_TILE * torch.get_num_threads()
+    return max(1, tile // (b * like.element_size() * g)) * g
 
 
-def _neighbour_chunks(x: Tensor, k: int, chunk_size: int) -> Iterator[tuple[int, int, Tensor, Tensor, Tensor]]:
-    """Yield ``(start, end, vals, idx, sims)``: the k nearest others of queries start..end-1 of normalised
-    ``x`` (similarities and indices, (b, k)) and the whole similarity block (b, N), the query at -inf."""
+def _similarity_blocks(x: Tensor, chunk_size: int, g: int) -> Iterator[tuple[int, int, Tensor, Tensor]]:
+    """Yield ``(start, end, sims, gmax)`` for the queries start..end-1 of normalised ``x``: their cosine
+    similarities (b, N) with every sample, the query itself at -inf, and the maxima (b, G) of
+    groups of g consecutive columns (:func:`heatup_lib.topk.group_max`); valid until the next block.
+
+    ``sims`` is the transpose of an (N, b) product, computed in tiles of gallery rows: on a CPU
+    the product runs faster in that shape, and each tile's group maxima are taken while the tile
+    is in cache.
+    """
     n = x.shape[0]
-    k_search = min(k + 1, n)  # one more than needed, to see a tie at the cut
-    xt = x.T
+    buf = gmax = None
     for start in range(0, n, chunk_size):
         end = min(start + chunk_size, n)
-        rows = torch.arange(end - start, device=x.device)
-        sims = torch.mm(x[start:end], xt)  # (b, N) cosine similarities
-        sims[rows, rows + start] = -math.inf  # the query itself, by index
-        vals, idx = sims.topk(k_search, dim=1)  # sorted, but ties in no defined order
-        if k_search > k:
-            cut = (vals[:, k - 1] == vals[:, k]).nonzero().flatten()
-            if cut.numel():  # which of the tied samples make the top k: the lower indices
-                sv, si = torch.sort(sims[cut], dim=1, descending=True, stable=True)
-                vals[cut], idx[cut] = sv[:, :k_search], si[:, :k_search]
-        vals, idx = vals[:, :k], idx[:, :k]
-        tied = (vals[:, 1:] == vals[:, :-1]).any(dim=1).nonzero().flatten()
-        if tied.numel():
-            vals[tied], idx[tied] = _sort_ties(vals[tied], idx[tied])
-        yield start, end, vals, idx, sims
+        q = x[start:end]
+        if buf is None or buf.shape[1] != end - start:
+            buf = torch.empty(n, end - start, dtype=x.dtype, device=x.device)
+            gmax = torch.empty(-(-n // g), end - start, dtype=x.dtype, device=x.device)
+        step = _tile_rows(n, end - start, g, x)
+        for t0 in range(0, n, step):
+            t1 = min(t0 + step, n)
+            tile = torch.mm(x[t0:t1], q.T, out=buf[t0:t1])
+            lo, hi = max(t0, start), min(t1, end)
+            if lo < hi:  # the queries themselves, by index
+                own = torch.arange(lo, hi, device=x.device)
+                tile[own - t0, own - start] = -math.inf
+            gmax[t0 // g : -(-t1 // g)] = group_max(tile.T, g).T
+        yield start, end, buf.T, gmax.T.contiguous()
 
 
 def nearest_neighbours(embeddings, k: int, chunk_size: int | None = None) -> tuple[Tensor, Tensor]:
@@ -201,8 +226,8 @@ def nearest_neighbours(embeddings, k: int, chunk_size: int | None = None) -> tup
     chunk = chunk_size or default_chunk_size(n, k, x.device, x.element_size())
     sims = torch.empty(n, k, dtype=x.dtype, device=x.device)
     index = torch.empty(n, k, dtype=torch.int64, device=x.device)
-    for start, end, v, i, _ in _neighbour_chunks(x, k, chunk):
-        sims[start:end], index[start:end] = v, i
+    for start, end, s, gmax in _similarity_blocks(x, chunk, group_size(n, k)):
+        sims[start:end], index[start:end] = row_topk(s, k, gmax)
     return sims, index
 
 
@@ -257,7 +282,8 @@ def _scan(x: Tensor, codes: Tensor, max_k: int, chunk_size, singletons: str, nee
     ap = torch.zeros(n, dtype=torch.float64, device=x.device)
     rp = torch.zeros(n, dtype=torch.float64, device=x.device)
     pos = torch.arange(k_list, device=x.device)
-    for start, end, _, idx, sims in _neighbour_chunks(x, k_list, chunk):
+    for start, end, sims, gmax in _similarity_blocks(x, chunk, group_size(n, k_list)):
+        _, idx = row_topk(sims, k_list, gmax)
         rel = codes[idx] == codes[start:end, None]  # (b, k_list) neighbour j shares the query's class
         first = torch.where(rel, pos, k_list).min(dim=1).values
         if members is not None:
@@ -277,30 +303,52 @@ def _scan(x: Tensor, codes: Tensor, max_k: int, chunk_size, singletons: str, nee
     return _Ranks(first_hit, ap, rp, keep, num_singletons)
 
 
+def _count_tiles(sims: Tensor, p: Tensor, step: int) -> tuple[Tensor, Tensor]:
+    """Per row of ``sims`` (b, N, the transpose of a contiguous (N, b) block): how many entries are
+    >= p and how many == p (int64, (b,) each), for p (b,), tile by tile of ``step`` columns.
+
+    Each comparison writes 0 / 1 into a small floating buffer that stays in cache; its column sums
+    are exact integers. That is several times faster on a CPU than summing a bool mask of the block.
+    """
+    block = sims.T  # (N, b) contiguous
+    n, b = block.shape
+    p = p.reshape(1, b)
+    work = torch.empty(min(step, n), b, dtype=torch.float32, device=block.device)
+    level = torch.zeros(b, dtype=torch.int64, device=block.device)
+    tied = torch.zeros(b, dtype=torch.int64, device=block.device)
+    for t0 in range(0, n, step):
+        tile, out = block[t0 : t0 + step], work[: min(step, n - t0)]
+        level += torch.ge(tile, p, out=out).sum(dim=0).long()
+        tied += torch.eq(tile, p, out=out).sum(dim=0).long()
+    return level, tied
+
+
 def _rank_of_best_positive(sims: Tensor, rows: Tensor, start: int, codes: Tensor, members: Tensor) -> Tensor:
     """0-based rank of the first correct neighbour of chunk rows ``rows``, by counting who ranks before it.
 
-    ``sims`` is the chunk's (b, N) similarity block (the query at -inf); ``members`` lists each
-    class's samples, padded with -1. The first correct neighbour is the positive with the highest
-    similarity p (the lowest index j* among equals); the samples before it are those with a
-    similarity > p, and those equal to p with an index < j*.
+    ``sims`` is the chunk's (b, N) similarity block (the query at -inf, the transpose of a
+    contiguous (N, b) block); ``members`` lists each class's samples, padded with -1. The first
+    correct neighbour is the positive with the highest similarity p (the lowest index j* among
+    equals); the samples before it are those with a similarity > p, and those equal to p with an
+    index < j*. One compare-and-count pass over the block gives both (>= p and == p).
     """
+    b, n = sims.shape
     query = rows + start
     cand = members[codes[query]]  # (u, largest) the query's class, padded with -1
     valid = (cand >= 0) & (cand != query[:, None])
-    s = sims[rows]  # (u, N)
-    ps = s.gather(1, cand.clamp(min=0)).masked_fill(~valid, -math.inf)
+    ps = sims[rows[:, None], cand.clamp(min=0)].masked_fill(~valid, -math.inf)
     p = ps.max(dim=1, keepdim=True).values  # (u, 1)
     at_p = valid & (ps == p)
-    j_star = torch.where(at_p, cand, sims.shape[1]).min(dim=1).values
-    above = (s > p).sum(dim=1)
-    tied = (s >= p).sum(dim=1) - above  # everything equal to p: j*, positives tied with it, negatives
-    rank = above
+    j_star = torch.where(at_p, cand, n).min(dim=1).values
+    target = torch.full((b,), math.inf, dtype=sims.dtype, device=sims.device)  # other rows: nothing counts
+    target[rows] = p.squeeze(1)
+    level, tied = _count_tiles(sims, target, _tile_rows(n, b, 1, sims))
+    level, tied = level[rows], tied[rows]  # tied: j*, positives tied with it, and negatives tied with it
+    rank = level - tied
     neg_ties = (tied > at_p.sum(dim=1)).nonzero().flatten()
     if neg_ties.numel():  # rare: a negative exactly as similar as the best positive
-        cols = torch.arange(sims.shape[1], device=sims.device)
-        before = (s[neg_ties] == p[neg_ties]) & (cols < j_star[neg_ties, None])
-        rank = rank.clone()
+        cols = torch.arange(n, device=sims.device)
+        before = (sims[rows[neg_ties]] == p[neg_ties]) & (cols < j_star[neg_ties, None])
         rank[neg_ties] += before.sum(dim=1)
     return rank
 
@@ -387,21 +435,23 @@ def normalized_mutual_info(labels_true, labels_pred, average: str = "arithmetic"
 
 def nmi(
     embeddings, labels, num_clusters: int | None = None, seed: int = 0, average: str = "arithmetic",
-    *, init: str = "k-means++", max_iter: int = 20, chunk_size: int | None = None,
+    *, init: str = NMI_KMEANS["init"], max_iter: int = NMI_KMEANS["max_iter"], tol: float = NMI_KMEANS["tol"],
+    chunk_size: int | None = None,
 ) -> float:
     """NMI between the labels and a k-means clustering of the normalised embeddings.
 
-    k-means (:func:`heatup_lib.kmeans.kmeans`, ``init``, ``max_iter``, ``seed``) runs on the
-    embeddings' device with ``num_clusters`` clusters (default: the number of classes); at most
-    ``max_iter`` Lloyd iterations (default 20, the budget of faiss's k-means that
-    pytorch-metric-learning uses; small classes converge well within it).
+    k-means (:func:`heatup_lib.kmeans.kmeans`, ``init``, ``max_iter``, ``tol``, ``seed``) runs on
+    the embeddings' device with ``num_clusters`` clusters (default: the number of classes). By
+    default it seeds with ``init="auto"`` and runs to convergence (no assignment changes; at most
+    ``max_iter`` = 100 passes), which the incremental passes make cheap; faiss's k-means, which
+    pytorch-metric-learning uses, stops after 20 iterations.
     ``average="arithmetic"`` (default) is sklearn's current normalisation;
     ``average="geometric"`` is what sklearn 0.19, used by the paper's code, computed.
     """
     _check_choice("average", average, AVERAGES)
     x = _as_embeddings(embeddings)
     codes = _as_codes(labels, x.shape[0], x.device)
-    return _nmi(x, codes, num_clusters, seed, average, init=init, max_iter=max_iter, chunk_size=chunk_size)
+    return _nmi(x, codes, num_clusters, seed, average, init=init, max_iter=max_iter, tol=tol, chunk_size=chunk_size)
 
 
 def _nmi(x: Tensor, codes: Tensor, num_clusters, seed: int, average: str, **kmeans_args) -> float:
@@ -434,7 +484,7 @@ def evaluate(
     ranks = _scan(x, codes, max(ks), chunk_size, singletons, need_r=True)
     out: dict[str, float] = {}
     if with_nmi:
-        out["nmi"] = _nmi(x, codes, None, seed, average, max_iter=20, chunk_size=chunk_size)
+        out["nmi"] = _nmi(x, codes, None, seed, average, chunk_size=chunk_size, **NMI_KMEANS)
     out.update({f"recall@{k}": v for k, v in _recalls(ranks, ks).items()})
     out["map@r"] = float(ranks.ap_at_r[ranks.keep].mean())
     out["r_precision"] = float(ranks.r_prec[ranks.keep].mean())

@@ -7,7 +7,7 @@ import pytest
 import torch
 from scipy.optimize import linear_sum_assignment
 
-from heatup_lib.kmeans import _update, kmeans
+from heatup_lib.kmeans import _min_sq_dist, _reassign, _update, kmeans
 from heatup_lib.metrics import normalized_mutual_info
 
 CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
@@ -97,6 +97,37 @@ def test_empty_cluster_takes_the_farthest_point():
     dist = torch.tensor([1.0, 0.0, 81.0, 1.0])
     c = _update(x, labels, 2, dist, chunk=2)
     assert c.tolist() == [[3.25], [10.0]]
+
+
+def test_reassign_matches_a_full_search():
+    # after some centres move, searching only those (and the points they owned) gives the full answer
+    rng = np.random.default_rng(9)
+    x = torch.from_numpy(rng.integers(-4, 5, size=(500, 6)).astype(np.float64))  # exact arithmetic
+    x_sq = (x * x).sum(dim=1)
+    old = x[rng.choice(500, 40, replace=False)].clone()
+    dist, labels = _min_sq_dist(x, x_sq, old, 64)
+    moved = torch.zeros(40, dtype=torch.bool)
+    moved[[3, 7, 20, 39]] = True
+    new = old.clone()
+    new[[3, 7, 20]] += torch.from_numpy(rng.integers(-2, 3, size=(3, 6)).astype(np.float64))
+    new[39] = old[5]  # on top of an unmoved centre: the tied points stay with the lower index, 5
+    new[3] = old[30]  # ... and here move to the lower index, 3
+    got_d, got_l = _reassign(x, x_sq, new, labels, dist, moved, 64)
+    ref_d, ref_l = _min_sq_dist(x, x_sq, new, 64)
+    assert torch.equal(got_l, ref_l) and torch.equal(got_d, ref_d)
+    assert (got_l == 39).sum() == 0 and (labels == 30).any() and not (got_l == 30).any()
+    # nothing moved: nothing to do
+    d, l = _reassign(x, x_sq, old, labels, dist, torch.zeros(40, dtype=torch.bool), 64)
+    assert torch.equal(l, labels) and torch.equal(d, dist)
+
+
+def test_auto_init():
+    # k-means++ while a seeding round draws at most 32 centres, a uniform draw beyond
+    x = np.random.default_rng(10).normal(size=(300, 4))
+    for k, rounds, like in ((65, 2, "k-means++"), (66, 2, "random"), (50, 1, "k-means++")):
+        auto = kmeans(x, k, seed=3, init="auto", init_rounds=rounds, max_iter=1)
+        ref = kmeans(x, k, seed=3, init=like, init_rounds=rounds, max_iter=1)
+        assert torch.equal(auto.centres, ref.centres), (k, rounds)
 
 
 def test_bad_input_errors():

@@ -9,6 +9,7 @@ import torch
 from sklearn.metrics import normalized_mutual_info_score
 
 from heatup_lib import metrics as M
+from heatup_lib.topk import group_max, group_size, row_topk
 
 CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 
@@ -168,6 +169,66 @@ def test_chunk_size_changes_nothing():
             assert torch.equal(idx, b_idx)
             # the product's blocking may change the last bit of a similarity, nothing more
             torch.testing.assert_close(sims, b_sims, rtol=0, atol=1e-14)
+
+
+def many_ties(n: int = 600, classes: int = 40, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Rows of +-1/4 in 16-d: exactly unit norm, dot products multiples of 1/16 (17 values), so exact
+    ties everywhere; some rows duplicated."""
+    rng = np.random.default_rng(seed)
+    x = rng.choice([-0.25, 0.25], size=(n, 16))
+    x[rng.integers(0, n, 30)] = x[rng.integers(0, n, 30)]
+    return x, rng.integers(0, classes, size=n)
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("list_length", [1, 32])
+def test_many_ties_match_brute_force(monkeypatch, dtype, list_length):
+    # hundreds of samples: the top k comes from real column groups whose maxima tie at the cut, the
+    # best positive ties with negatives, and (tiny tiles) the counting pass runs over many tiles
+    monkeypatch.setattr(M, "_LIST_LENGTH", list_length)
+    monkeypatch.setattr(M, "_CPU_TILE", 512)
+    x, y = many_ties()
+    ks = (1, 2, 10, 50, 200, len(y) - 1)
+    ref = brute_metrics(x, y, ks)
+    for chunk in (7, 64, None):
+        got = M.evaluate(x.astype(dtype), y, ks=ks, with_nmi=False, chunk_size=chunk)
+        for key, value in ref.items():
+            assert got[key] == pytest.approx(value, abs=1e-12), (key, chunk)
+    _, idx = M.nearest_neighbours(x.astype(dtype), 40, chunk_size=50)
+    np.testing.assert_array_equal(idx.numpy(), brute_ranking(x)[:, :40])
+
+
+@pytest.mark.parametrize("list_length", [1, 32])
+def test_larger_random_data_match_brute_force(monkeypatch, list_length):
+    # continuous float64 data (and two duplicated rows) at a size where groups and counting matter
+    monkeypatch.setattr(M, "_LIST_LENGTH", list_length)
+    x, y = random_data(n=700, d=8, classes=60, seed=11)
+    ks = (1, 4, 16, 64, 256)
+    ref = brute_metrics(x, y, ks)
+    got = M.evaluate(x, y, ks=ks, with_nmi=False, chunk_size=90)
+    for key, value in ref.items():
+        assert got[key] == pytest.approx(value, abs=1e-12), key
+    _, idx = M.nearest_neighbours(x, 25)
+    np.testing.assert_array_equal(idx.numpy(), brute_ranking(x)[:, :25])
+
+
+def test_row_topk_is_a_stable_sort():
+    # any shape, k, layout, ties and -inf entries: the first k of a stable descending sort
+    rng = np.random.default_rng(5)
+    for trial in range(200):
+        b, n = int(rng.integers(1, 6)), int(rng.integers(1, 400))
+        k = int(rng.integers(1, n + 1))
+        s = torch.from_numpy(rng.integers(0, 4 if trial % 2 else 1000, size=(b, n)).astype(np.float64))
+        if n > 2:
+            s[:, int(rng.integers(0, n))] = -np.inf
+        if trial % 3 == 0:
+            s = s.T.contiguous().T  # column-major, as metrics' similarity blocks are
+        ref_v, ref_i = torch.sort(s, dim=1, descending=True, stable=True)
+        gmax = group_max(s, group_size(n, k)) if trial % 4 == 1 else None
+        v, i = row_topk(s, k, gmax)
+        assert torch.equal(i, ref_i[:, :k]) and torch.equal(v, ref_v[:, :k]), (b, n, k)
+    with pytest.raises(ValueError, match="k must be in"):
+        row_topk(torch.zeros(2, 5), 6)
 
 
 def test_input_types_agree():
