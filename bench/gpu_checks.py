@@ -160,13 +160,12 @@ def chapters(out: Path, work: Path, smoke: bool, limit: float) -> int:
     from heatup_lib import mnist_runs as M
     from heatup_lib.presets import load_preset
     from heatup_lib.recorded import export_all, find
-    from heatup_lib.study import study_methods
+    from heatup_lib.study import mnist_parameters, study_methods
 
     p = load_preset("smoke" if smoke else "paper")
     device, root, seeds = ("cpu" if smoke else "cuda"), str(unpack_mnist(work)), list(range(p["mnist_seeds"]))
     ch2 = R.MnistSettings.from_parameters(p)
-    sizes = {f"mnist_{k[len('study_mnist_'):]}": v for k, v in p.items() if k.startswith("study_mnist_")}
-    ch5 = R.MnistSettings.from_parameters({**p, **sizes, "mnist_alphas": p["study_alphas"]})
+    ch5 = R.MnistSettings.from_parameters(mnist_parameters(p))
     methods = [m for family in study_methods(p["study_alphas"], p["mnist_heatup_alpha"]).values() for m in family]
     jobs = M.chapter_jobs(ch2, seeds, preset=p["preset"], mnist_root=root, device=device)
     jobs += M.chapter_jobs(ch5, list(range(p["study_seeds"])), preset=p["preset"], mnist_root=root, device=device,

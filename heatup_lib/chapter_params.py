@@ -17,6 +17,7 @@ from . import benchmark
 from .checks import check_bool, check_choice, check_choices, check_float, check_int, check_str
 from .mnist_recipe import MnistSettings
 from .presets import PRESETS, load_preset
+from .study import STUDY_MNIST_SIZES, mnist_parameters
 
 __all__ = ["CHAPTER_PARAMETERS", "use_parameters"]
 
@@ -79,15 +80,13 @@ def _chapter_04(p: dict[str, Any]) -> None:
 def _chapter_05(p: dict[str, Any]) -> None:
     check_int("study_seeds", p["study_seeds"], 1, 20)
     check_int("study_processes", p["study_processes"], 1, 64)
-    _chapter_02({**p, "mnist_seeds": p["study_seeds"], "mnist_processes": p["study_processes"],
-                 "mnist_alphas": p["study_alphas"], "mnist_panel_train_size": 100, "mnist_panel_epochs": 1,
-                 **{f"mnist_{k}": p[f"study_mnist_{k}"] for k in _STUDY_MNIST}})
+    _chapter_02({**mnist_parameters(p), "mnist_seeds": p["study_seeds"], "mnist_processes": p["study_processes"],
+                 "mnist_panel_train_size": 100, "mnist_panel_epochs": 1})
     check_int("study_benchmark_epochs", p["study_benchmark_epochs"], 1, 1000)
     _chapter_03({**p, "rows": ["ln"], "seeds": p["study_seeds"], "processes": p["study_processes"],
                  "num_epochs": p["study_benchmark_epochs"]})
 
 
-_STUDY_MNIST = ("train_size", "test_size", "num_epochs", "heatup_epoch", "warmup_images")  # chapter 5's own MNIST sizes
 _MNIST_RECIPE = ("mnist_root", "mnist_batch_size", "mnist_lr", "mnist_heatup_alpha",
                  "mnist_alpha_factor", "mnist_lr_factor", "mnist_class_init", "mnist_snapshot_size")
 _BENCHMARK = ("dataset", "data_root", "backbone", "batch_size", "embedding_dim", "image_size", "crop_size",
@@ -107,7 +106,7 @@ CHAPTER_PARAMETERS: dict[str, tuple[tuple[str, ...], Callable[[dict[str, Any]], 
             "lr", "eval_every", "pretrained", "standin_classes", "standin_images_per_class"), _chapter_03),
     "04": (("runs_dir", "records_dir"), _chapter_04),
     "05": (("seed", "runs_dir", "records_dir", "retrain", "device", "study_seeds", "study_processes", "study_alphas",
-            *(f"study_mnist_{k}" for k in _STUDY_MNIST), "study_benchmark_epochs", *_MNIST_RECIPE, *_BENCHMARK),
+            *(f"study_mnist_{k}" for k in STUDY_MNIST_SIZES), "study_benchmark_epochs", *_MNIST_RECIPE, *_BENCHMARK),
            _chapter_05),
 }
 

@@ -20,3 +20,15 @@ def test_every_study_method_is_a_named_setting_of_its_family():
     assert len({named_schedule(m, 10, 8)[2].alpha(7.0) for m in methods["smooth"]}) == 3
     with pytest.raises(ValueError, match="alpha must be a finite number > 0.0, got -1"):
         study_methods([-1])
+
+
+def test_mnist_parameters_put_the_studys_sizes_over_the_recipes():
+    from heatup_lib.mnist_recipe import MnistSettings
+    from heatup_lib.study import mnist_parameters
+
+    p = {"mnist_lr": 0.002, "mnist_train_size": 60000, "study_alphas": [4.0], "study_mnist_train_size": 900,
+         "study_mnist_test_size": 300, "study_mnist_num_epochs": 3, "study_mnist_heatup_epoch": 2,
+         "study_mnist_warmup_images": 50, "mnist_snapshot_size": 100}
+    s = MnistSettings.from_parameters(mnist_parameters(p))
+    assert (s.train_size, s.test_size, s.num_epochs, s.heatup_epoch, s.warmup_images) == (900, 300, 3, 2, 50)
+    assert s.alphas == (4.0,) and s.lr == 0.002  # the recipe's other keys are kept
