@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -25,9 +26,14 @@ def python(code: str, timeout: float = 300) -> subprocess.CompletedProcess:
 
 
 def start(*command: str) -> subprocess.Popen:
-    """Start a command in its own process group (as a shell starts a job), output captured as text."""
+    """Start a command in its own process group (as a shell starts a job), output captured as text.
+
+    SIGINT is reset to its default in the child: a test suite started in the background by a
+    non-interactive shell inherits SIGINT ignored, and the Ctrl-C tests would then never interrupt.
+    """
     return subprocess.Popen(list(command), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env=ENV, cwd=REPO, start_new_session=True)
+                            env=ENV, cwd=REPO, start_new_session=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
 
 
 def start_heatup(*args: str) -> subprocess.Popen:
