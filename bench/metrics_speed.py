@@ -4,10 +4,14 @@ Synthetic SOP-like test set (60,502 x ``--dim`` float32, 11,316 classes of 2-12 
 super categories). In one run, each job in its own process (so that its peak RSS is its own),
 all with the same number of threads (``--threads``: torch, MKL/OpenMP and faiss):
 
-- ``gemm``: the GEMM-only baseline: the N x N similarity products in the blocks ``evaluate``
-  uses, nothing else -- what any exact neighbour search must at least compute
+- ``gemm``: the GEMM-only baseline: the N x N float32 similarity products in the blocks of
+  the exact search, nothing else -- what an exact float32 neighbour search must at least compute
+- ``gemm_bf16``: the N x N bfloat16 products in the tiles of the bfloat16 screen
+  (``heatup_lib.screen``), nothing else -- the floor of the screened search
 - ``pml_knn``: PML's ``AccuracyCalculator`` (faiss-cpu), precision@1 + MAP@R, k="max_bin_count"
 - ``ours_knn``: ``evaluate(..., "sop", with_nmi=False)``: Recall@{1,10,100,1000}, MAP@R, R-Precision
+  (screened in bfloat16 where the CPU multiplies it natively and the screen's C pass builds)
+- ``ours_knn_exact``: the same with the screen off (``metrics._SCREEN = False``): the float32 path
 - ``gemm_kmeans``: the k-means baseline: one N x k product (one Lloyd assignment's GEMM)
 - ``pml_nmi``: PML's NMI (faiss k-means, 20 iterations, random init)
 - ``ours_nmi``: our NMI, k-means as ``metrics.nmi`` runs it (``NMI_KMEANS``); with
@@ -106,6 +110,23 @@ def _gemm_only(x: np.ndarray) -> None:
         torch.mm(xt, xt[start:end].T, out=buf if end - start == chunk else None)
 
 
+def _gemm_bf16(x: np.ndarray) -> None:
+    """The N x N bfloat16 products in the tiles the screen computes (``metrics._screened_search``), and nothing else."""
+    from heatup_lib import metrics as M
+
+    xb = M._as_embeddings(x).bfloat16()
+    n, d = xb.shape
+    width = -(-M._screen_chunk(n) // 32) * 32
+    q = torch.zeros(d, width, dtype=torch.bfloat16)
+    tile = torch.empty(M._SCREEN_TILE_ROWS, width, dtype=torch.bfloat16)
+    for start in range(0, n, width):
+        end = min(start + width, n)
+        q[:, : end - start] = xb[start:end].T
+        for t0 in range(0, n, M._SCREEN_TILE_ROWS):
+            t1 = min(t0 + M._SCREEN_TILE_ROWS, n)
+            torch.mm(xb[t0:t1], q, out=tile[: t1 - t0])
+
+
 def _gemm_kmeans(x: np.ndarray, k: int) -> None:
     """One Lloyd assignment's product: the k x N products with k centres (here k of the points), as (k, 2048) blocks."""
     from heatup_lib.metrics import _as_embeddings
@@ -134,6 +155,9 @@ def run_job(job: str, data: Path, threads: int) -> dict:
     if job == "gemm":
         _gemm_only(x)
         out["values"] = {}
+    elif job == "gemm_bf16":
+        _gemm_bf16(x)
+        out["values"] = {}
     elif job == "gemm_kmeans":
         _gemm_kmeans(x, num_classes)
         out["values"] = {}
@@ -152,10 +176,13 @@ def run_job(job: str, data: Path, threads: int) -> dict:
         t, c = time.perf_counter(), _cpu_seconds()
         acc = calc.get_accuracy(torch.from_numpy(x), torch.from_numpy(y))
         out["values"] = {"nmi": acc["NMI"]}
-    elif job == "ours_knn":
-        from heatup_lib.metrics import evaluate
+    elif job in ("ours_knn", "ours_knn_exact"):
+        from heatup_lib import metrics as M
 
-        out["values"] = evaluate(x, y, dataset="sop", with_nmi=False)
+        if job == "ours_knn_exact":
+            M._SCREEN = False
+        out["values"] = M.evaluate(x, y, dataset="sop", with_nmi=False)
+        out["screened"] = M._use_screen(torch.empty(x.shape), 11)  # would the search of this size screen?
     elif job in ("ours_nmi", "ours_nmi_kmeanspp"):
         from heatup_lib.kmeans import kmeans
         from heatup_lib.metrics import NMI_KMEANS, _as_embeddings, normalized_mutual_info
@@ -239,11 +266,17 @@ def _summary(results: dict[str, dict], dim: int) -> tuple[list[str], bool]:
         lines.append(f"- neighbour metrics: ours {secs('ours_knn'):.1f} s (R@1,10,100,1000 + MAP@R + R-Precision) "
                      f"vs PML {secs('pml_knn'):.1f} s (P@1 + MAP@R): ratio {ratio:.2f} "
                      f"({verdict(ratio, KNN_TARGET.get(dim))})")
-    if "gemm" in results:
-        for job in ("ours_knn", "pml_knn"):
-            if job in results:
-                lines.append(f"- {job} / GEMM-only ({secs('gemm'):.1f} s, the N x N similarity products): "
-                             f"{secs(job) / secs('gemm'):.2f}")
+    if "ours_knn" in results and "ours_knn_exact" in results:
+        a, b = results["ours_knn"]["values"], results["ours_knn_exact"]["values"]
+        diff = {k: abs(a[k] - b[k]) for k in a if a[k] != b[k]}
+        lines.append(f"- ours_knn (screened: {results['ours_knn'].get('screened')}) vs the float32 path: "
+                     f"{secs('ours_knn') / secs('ours_knn_exact'):.2f} of its time; values "
+                     + ("identical" if not diff else "differ: " + ", ".join(f"{k} by {v:.1e}" for k, v in diff.items())))
+    for base, what in (("gemm", "the N x N float32 products"), ("gemm_bf16", "the N x N bfloat16 products")):
+        if base in results:
+            for job in ("ours_knn", "ours_knn_exact", "pml_knn"):
+                if job in results:
+                    lines.append(f"- {job} / {base} ({secs(base):.1f} s, {what}): {secs(job) / secs(base):.2f}")
     if "ours_nmi" in results and "pml_nmi" in results:
         ours, pml = results["ours_nmi"], results["pml_nmi"]
         ratio = secs("ours_nmi") / secs("pml_nmi")
@@ -284,7 +317,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--sigma", type=float, default=2.0, help="within-class noise level of the synthetic data")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--quick", action="store_true", help="sizes / 50: a sanity check in seconds")
-    p.add_argument("--jobs", default="gemm,ours_knn,pml_knn,gemm_kmeans,ours_nmi,pml_nmi,ours_gpu",
+    p.add_argument("--jobs", default="gemm,gemm_bf16,ours_knn,ours_knn_exact,pml_knn,gemm_kmeans,ours_nmi,pml_nmi,ours_gpu",
                    help="comma-separated jobs, run in this order")
     p.add_argument("--compare-init", action="store_true", help="also run ours_nmi_kmeanspp")
     p.add_argument("--threads", type=int, default=os.cpu_count(),

@@ -20,9 +20,17 @@ Conventions (``../shared/SPEC.md`` section 7):
 - On a CPU a block is the transpose of an (N, b) product, computed tile by tile: the group maxima
   and the counts are taken while a tile is in cache, so the passes after the product cost little
   next to it (``bench/metrics_speed.py`` measures the ratio).
+- On a CPU that multiplies bfloat16 natively (Intel AMX / AVX512-BF16, by oneDNN's test), a
+  float32 search of at least ``_SCREEN_MIN_N`` samples screens the blocks in bfloat16
+  (:mod:`heatup_lib.screen`, a small C pass compiled on first use): a proven error bound decides
+  almost everything from the cheap product, and what it leaves open -- the top-R candidates, the
+  ranks where some K falls inside the bound -- is decided on float64 dot products of the float32
+  rows. The answer is that of an exact search on those similarities; without a C compiler the
+  float32 search below runs instead.
 - Ties are exact in both dtypes; but a similarity itself may differ in its last bit between
   chunk sizes or devices (the matrix product's blocking), which can reorder two samples whose
-  similarities differ by less than that rounding.
+  similarities differ by less than that rounding. The screen's float64 similarities order such
+  near-ties as float64 would (``bench/RESULTS.md`` has the SOP-scale comparison).
 - A query whose class has no other member (a *singleton*) has no correct answer: Recall@K can
   never hit and R = 0 leaves MAP@R undefined. ``singletons="exclude"`` (default, as
   pytorch-metric-learning does) leaves such queries out of every neighbour metric and logs how
@@ -48,7 +56,8 @@ import torch
 from torch import Tensor
 
 from heatup_lib.kmeans import as_float_matrix, kmeans
-from heatup_lib.topk import group_max, group_size, row_topk
+from heatup_lib import screen
+from heatup_lib.topk import group_max, group_size, row_topk, sort_exactly
 
 __all__ = [
     "DATASET_KS",
@@ -85,6 +94,15 @@ _CPU_BUDGET = 512 * 2**20
 # Bytes of one tile of a similarity block per CPU thread: the passes over it run while it is in cache (L2).
 _CPU_TILE = 2 * 2**20
 _CUDA_BUDGET_MAX = 4 * 2**30
+# The bfloat16 screen (:mod:`heatup_lib.screen`) serves float32 searches on CPUs with bfloat16
+# units from this many samples on; _SCREEN = True / False forces it on / off (tests, benchmarks).
+_SCREEN_MIN_N = 4096
+_SCREEN: bool | None = None
+# Candidates the screen keeps per query before it drops those its cut has passed (screen_kernel.c).
+_SCREEN_CAPACITY = 256
+_SCREEN_TILE_ROWS = 2048
+_SCREEN_BAND_CAPACITY = 4096  # band entries per query a recount collects
+_TAKE_NOTHING = 2**15 - 1  # a cut no entry reaches: the padding columns of a chunk
 
 
 # ----------------------------------------------------------------------------- input checks
@@ -182,20 +200,33 @@ def _tile_rows(n: int, b: int, g: int, like: Tensor) -> int:
     return max(1, tile // (b * like.element_size() * g)) * g
 
 
-def _similarity_blocks(x: Tensor, chunk_size: int, g: int) -> Iterator[tuple[int, int, Tensor, Tensor]]:
-    """Yield ``(start, end, sims, gmax)`` for the queries start..end-1 of normalised ``x``: their cosine
-    similarities (b, N) with every sample, the query itself at -inf, and the maxima (b, G) of
-    groups of g consecutive columns (:func:`heatup_lib.topk.group_max`); valid until the next block.
+def _exclude_queries(tile: Tensor, t0: int, queries: Tensor) -> None:
+    """Set each query's own entry of ``tile`` (gallery rows t0.., one column per query) to -inf."""
+    inside = ((queries >= t0) & (queries < t0 + tile.shape[0])).nonzero().flatten()
+    if inside.numel():
+        tile[queries[inside] - t0, inside] = -math.inf
+
+
+def _similarity_blocks(
+    x: Tensor, chunk_size: int, g: int, queries: Tensor | None = None,
+) -> Iterator[tuple[int, int, Tensor, Tensor]]:
+    """Yield ``(start, end, sims, gmax)`` for the queries start..end-1 of normalised ``x`` (or of the
+    sample indices ``queries``): their cosine similarities (b, N) with every sample, the query
+    itself at -inf, and the maxima (b, G) of groups of g consecutive columns
+    (:func:`heatup_lib.topk.group_max`); valid until the next block.
 
     ``sims`` is the transpose of an (N, b) product, computed in tiles of gallery rows: on a CPU
     the product runs faster in that shape, and each tile's group maxima are taken while the tile
     is in cache.
     """
     n = x.shape[0]
+    if queries is None:
+        queries = torch.arange(n, device=x.device)
     buf = gmax = None
-    for start in range(0, n, chunk_size):
-        end = min(start + chunk_size, n)
-        q = x[start:end]
+    for start in range(0, queries.shape[0], chunk_size):
+        end = min(start + chunk_size, queries.shape[0])
+        qs = queries[start:end]
+        q = x[qs]
         if buf is None or buf.shape[1] != end - start:
             buf = torch.empty(n, end - start, dtype=x.dtype, device=x.device)
             gmax = torch.empty(-(-n // g), end - start, dtype=x.dtype, device=x.device)
@@ -203,10 +234,7 @@ def _similarity_blocks(x: Tensor, chunk_size: int, g: int) -> Iterator[tuple[int
         for t0 in range(0, n, step):
             t1 = min(t0 + step, n)
             tile = torch.mm(x[t0:t1], q.T, out=buf[t0:t1])
-            lo, hi = max(t0, start), min(t1, end)
-            if lo < hi:  # the queries themselves, by index
-                own = torch.arange(lo, hi, device=x.device)
-                tile[own - t0, own - start] = -math.inf
+            _exclude_queries(tile, t0, qs)
             gmax[t0 // g : -(-t1 // g)] = group_max(tile.T, g).T
         yield start, end, buf.T, gmax.T.contiguous()
 
@@ -234,21 +262,37 @@ def nearest_neighbours(embeddings, k: int, chunk_size: int | None = None) -> tup
 # ----------------------------------------------------------------------------- neighbour metrics
 @dataclass(frozen=True)
 class _Ranks:
-    """Per query: rank of the first correct neighbour (k if none in the top k), AP@R, R-Precision."""
+    """Per query: rank of the first correct neighbour, AP@R, R-Precision.
 
-    first_hit: Tensor  # (N,) int64, 0-based position
+    ``first_hit`` is the 0-based rank where it is below the list length; beyond, it is exact as
+    far as Recall@K can tell: ``first_hit < K`` exactly when the rank is, for every K asked for.
+    """
+
+    first_hit: Tensor  # (N,) int64
     ap_at_r: Tensor  # (N,) float64
     r_prec: Tensor  # (N,) float64
     keep: Tensor  # (N,) bool: the queries the metrics average over
     num_singletons: int
 
 
-def _scan(x: Tensor, codes: Tensor, max_k: int, chunk_size, singletons: str, need_r: bool) -> _Ranks:
+@dataclass(frozen=True)
+class _Classes:
+    """What the neighbour search needs to know of the labels."""
+
+    codes: Tensor  # (N,) int64 class codes
+    singleton: Tensor  # (N,) bool: no other member of its class
+    members: Tensor | None  # (C, largest) each class's samples, padded with -1; None: rank by listing only
+    k_list: int  # neighbours listed per query
+
+
+def _scan(x: Tensor, codes: Tensor, ks: Sequence[int], chunk_size, singletons: str, need_r: bool) -> _Ranks:
     """One chunked neighbour search over normalised ``x`` that yields what the neighbour metrics need."""
     _check_choice("singletons", singletons, SINGLETONS)
     _check_chunk_size(chunk_size)
     n = x.shape[0]
-    r = torch.bincount(codes)[codes] - 1  # (N,) other members of the query's class
+    max_k = max(ks)
+    counts = torch.bincount(codes)
+    r = counts[codes] - 1  # (N,) other members of the query's class
     singleton = r == 0
     num_singletons = int(singleton.sum())
     if num_singletons == n:
@@ -266,7 +310,6 @@ def _scan(x: Tensor, codes: Tensor, max_k: int, chunk_size, singletons: str, nee
     # list gets its rank by counting the samples ranked before its best positive (cheaper than
     # listing 1000 neighbours for every query). Positives are looked up in a (classes x largest
     # class) table; when that would be large, everything is listed instead.
-    counts = torch.bincount(codes)
     num_classes, largest = counts.numel(), int(counts.max())
     k_list = max(max_r, max_k)
     members = None
@@ -277,30 +320,55 @@ def _scan(x: Tensor, codes: Tensor, max_k: int, chunk_size, singletons: str, nee
         slot = torch.arange(n, device=x.device) - offset[codes[order]]
         members = torch.full((num_classes, largest), -1, dtype=torch.int64, device=x.device)
         members[codes[order], slot] = order
-    chunk = chunk_size or default_chunk_size(n, k_list, x.device, x.element_size())
-    first_hit = torch.empty(n, dtype=torch.int64, device=x.device)
+    classes = _Classes(codes, singleton, members, k_list)
+    if _use_screen(x, k_list):
+        rel, first = _screened_search(x, classes, tuple(ks), chunk_size)
+    else:
+        rel, first = _exact_search(x, classes, chunk_size)
+    first_hit = first.masked_fill(singleton, n)  # a singleton never hits
     ap = torch.zeros(n, dtype=torch.float64, device=x.device)
     rp = torch.zeros(n, dtype=torch.float64, device=x.device)
-    pos = torch.arange(k_list, device=x.device)
-    for start, end, sims, gmax in _similarity_blocks(x, chunk, group_size(n, k_list)):
-        _, idx = row_topk(sims, k_list, gmax)
-        rel = codes[idx] == codes[start:end, None]  # (b, k_list) neighbour j shares the query's class
-        first = torch.where(rel, pos, k_list).min(dim=1).values
-        if members is not None:
-            beyond = ((first == k_list) & ~singleton[start:end]).nonzero().flatten()
-            if beyond.numel():
-                first[beyond] = _rank_of_best_positive(sims, beyond, start, codes, members)
-        first_hit[start:end] = first.masked_fill(singleton[start:end], n)  # a singleton never hits
-        if need_r:
-            rq = r[start:end]
-            rel_r = rel[:, :max_r] & (pos[:max_r] < rq[:, None])  # relevant and within the first R
+    if need_r:
+        pos = torch.arange(max_r, device=x.device)
+        for s in range(0, n, 8192):
+            rq = r[s : s + 8192]
+            rel_r = rel[s : s + 8192, :max_r] & (pos < rq[:, None])  # relevant and within the first R
             hits = rel_r.cumsum(dim=1).double()
-            precision = hits / (pos[:max_r] + 1).double()
+            precision = hits / (pos + 1).double()
             denom = rq.clamp(min=1).double()
-            ap[start:end] = (precision * rel_r).sum(dim=1) / denom
-            rp[start:end] = rel_r.sum(dim=1).double() / denom
+            ap[s : s + 8192] = (precision * rel_r).sum(dim=1) / denom
+            rp[s : s + 8192] = rel_r.sum(dim=1).double() / denom
     keep = ~singleton if singletons == "exclude" else torch.ones_like(singleton)
     return _Ranks(first_hit, ap, rp, keep, num_singletons)
+
+
+def _first_listed(rel: Tensor) -> Tensor:
+    """Position of the first True of each row of ``rel`` (b, k), k where there is none."""
+    k = rel.shape[1]
+    return torch.where(rel, torch.arange(k, device=rel.device), k).min(dim=1).values
+
+
+def _exact_search(x: Tensor, classes: _Classes, chunk_size, queries: Tensor | None = None) -> tuple[Tensor, Tensor]:
+    """For each query (all samples, or ``queries``): which of its k_list nearest others share its
+    class (b, k_list) bool, and the rank of its first correct neighbour -- in x's own precision."""
+    n, k_list, codes = x.shape[0], classes.k_list, classes.codes
+    if queries is None:
+        queries = torch.arange(n, device=x.device)
+    u = queries.shape[0]
+    chunk = chunk_size or default_chunk_size(n, k_list, x.device, x.element_size())
+    rel = torch.empty(u, k_list, dtype=torch.bool, device=x.device)
+    first = torch.empty(u, dtype=torch.int64, device=x.device)
+    for start, end, sims, gmax in _similarity_blocks(x, chunk, group_size(n, k_list), queries):
+        qs = queries[start:end]
+        _, idx = row_topk(sims, k_list, gmax)
+        rel[start:end] = codes[idx] == codes[qs, None]  # neighbour j shares the query's class
+        f = _first_listed(rel[start:end])
+        if classes.members is not None:
+            beyond = ((f == k_list) & ~classes.singleton[qs]).nonzero().flatten()
+            if beyond.numel():
+                f[beyond] = _rank_of_best_positive(sims, beyond, qs, codes, classes.members)
+        first[start:end] = f
+    return rel, first
 
 
 def _count_tiles(sims: Tensor, p: Tensor, step: int) -> tuple[Tensor, Tensor]:
@@ -323,17 +391,18 @@ def _count_tiles(sims: Tensor, p: Tensor, step: int) -> tuple[Tensor, Tensor]:
     return level, tied
 
 
-def _rank_of_best_positive(sims: Tensor, rows: Tensor, start: int, codes: Tensor, members: Tensor) -> Tensor:
+def _rank_of_best_positive(sims: Tensor, rows: Tensor, queries: Tensor, codes: Tensor, members: Tensor) -> Tensor:
     """0-based rank of the first correct neighbour of chunk rows ``rows``, by counting who ranks before it.
 
     ``sims`` is the chunk's (b, N) similarity block (the query at -inf, the transpose of a
-    contiguous (N, b) block); ``members`` lists each class's samples, padded with -1. The first
-    correct neighbour is the positive with the highest similarity p (the lowest index j* among
-    equals); the samples before it are those with a similarity > p, and those equal to p with an
-    index < j*. One compare-and-count pass over the block gives both (>= p and == p).
+    contiguous (N, b) block) of the samples ``queries`` (b,); ``members`` lists each class's
+    samples, padded with -1. The first correct neighbour is the positive with the highest
+    similarity p (the lowest index j* among equals); the samples before it are those with a
+    similarity > p, and those equal to p with an index < j*. One compare-and-count pass over the
+    block gives both (>= p and == p).
     """
     b, n = sims.shape
-    query = rows + start
+    query = queries[rows]
     cand = members[codes[query]]  # (u, largest) the query's class, padded with -1
     valid = (cand >= 0) & (cand != query[:, None])
     ps = sims[rows[:, None], cand.clamp(min=0)].masked_fill(~valid, -math.inf)
@@ -353,6 +422,187 @@ def _rank_of_best_positive(sims: Tensor, rows: Tensor, start: int, codes: Tensor
     return rank
 
 
+# ----------------------------------------------------------------------------- the bfloat16 screen
+def _use_screen(x: Tensor, k_list: int) -> bool:
+    """Whether the neighbour search screens in bfloat16 (:mod:`heatup_lib.screen`): float32 on a CPU
+    that multiplies bfloat16 natively and where the screen's pass compiles, from ``_SCREEN_MIN_N``
+    samples on (``_SCREEN`` overrides the size and the bfloat16 test, not the compiler)."""
+    n = x.shape[0]
+    fits = x.dtype == torch.float32 and x.device.type == "cpu" and 2 * k_list < n
+    if _SCREEN is not None:
+        return bool(_SCREEN) and fits and screen.kernel() is not None
+    return fits and n >= _SCREEN_MIN_N and screen.available() and screen.kernel() is not None
+
+
+def _best_positive_index(x: Tensor, queries: Tensor, classes: _Classes) -> tuple[Tensor, Tensor]:
+    """Each query's best positive: its similarity p (b,) to its most similar other class member
+    (float64, :func:`heatup_lib.screen.pair_dots`; -inf if none), and j* (b,), the lowest index of a
+    positive at p."""
+    cand = classes.members[classes.codes[queries]]
+    valid = (cand >= 0) & (cand != queries[:, None])
+    s = screen.pair_dots(x, queries[:, None].expand_as(cand), cand.clamp(min=0), screen.kernel())
+    s = s.masked_fill(~valid, -math.inf)
+    p = s.max(dim=1).values
+    j_star = torch.where(valid & (s == p[:, None]), cand, x.shape[0]).min(dim=1).values
+    return p, j_star
+
+
+def _count_thresholds(x: Tensor, qs: Tensor, bound: Tensor, classes: _Classes, width: int) -> tuple[Tensor, Tensor, Tensor]:
+    """int16 thresholds (width,) for the screened counts surely above / possibly at or above each query's
+    best positive p, and which queries (len(qs),) they bound (``NEVER`` for the rest and the padding)."""
+    m = qs.shape[0]
+    th_surely = torch.full((width,), screen.NEVER, dtype=torch.int16)
+    th_possibly = th_surely.clone()
+    if classes.members is None:
+        return th_surely, th_possibly, torch.zeros(m, dtype=torch.bool)
+    e = bound[qs]
+    p = _best_positive_index(x, qs, classes)[0]
+    lo, hi = screen.bits_down((p - e).clamp(min=0)), screen.bits_up((p + e).clamp(min=0))
+    countable = torch.isfinite(p) & (p - e > 0) & (lo >= 1) & (hi < screen.NEVER)
+    never = torch.tensor(screen.NEVER, dtype=torch.int16)
+    th_possibly[:m] = torch.where(countable, lo, never)  # v >= bf16_down(p - e): possibly s >= p
+    th_surely[:m] = torch.where(countable, hi + 1, never)  # v > bf16_up(p + e): surely s > p
+    return th_surely, th_possibly, countable
+
+
+def _screened_search(x: Tensor, classes: _Classes, ks: tuple[int, ...], chunk_size) -> tuple[Tensor, Tensor]:
+    """:func:`_exact_search`'s answer, from a bfloat16 screen and exact checks (CPU, float32 ``x``).
+
+    Per chunk of queries, their bfloat16 similarities are computed tile by tile of gallery rows,
+    and each tile goes through :class:`heatup_lib.screen.ScreenPass`, which keeps per query:
+
+    - the candidates for its top k_list, which then get their similarities as float64 dot products
+      of the float32 rows (:func:`heatup_lib.screen.pair_dots`) and are sorted exactly;
+    - two counts: the samples screened surely above its best positive p (> p + e) and possibly
+      at or above it (>= p - e). The rank of a first correct neighbour beyond the list lies
+      between them; where no K falls between them, that decides Recall@K.
+
+    A query with a K between its counts gets its rank from a second screened pass over its band
+    (:func:`_band_ranks`). A query the screen cannot bound (thresholds that are not positive, a
+    buffer that overflowed) is computed by the float32 search afterwards. Nothing N x N is stored.
+    """
+    n, d = x.shape
+    k_list, codes, counting = classes.k_list, classes.codes, classes.members is not None
+    fn = screen.kernel()
+    xb = x.bfloat16()
+    bound = screen.error_bounds(x, xb)
+    table = screen.cut_table(float(bound.max()))
+    chunk = chunk_size or _screen_chunk(n)
+    width = -(-chunk // 32) * 32  # the pass takes 32 columns at a time
+    step = _SCREEN_TILE_ROWS
+    tile_buf = torch.empty(step, width, dtype=torch.bfloat16)
+    q = torch.zeros(d, width, dtype=torch.bfloat16)
+    rel = torch.empty(n, k_list, dtype=torch.bool)
+    first = torch.empty(n, dtype=torch.int64)
+    redo, recount = [], []
+    ks_t = torch.tensor(ks)
+    for start in range(0, n, chunk):
+        end = min(start + chunk, n)
+        m, qs = end - start, torch.arange(start, end)
+        q.zero_()  # padding columns: all zero, with thresholds nothing reaches
+        q[:, :m] = xb[start:end].T
+        th_surely, th_possibly, countable = _count_thresholds(x, qs, bound, classes, width)
+        state = screen.ScreenPass(th_surely, th_possibly, k_list, table, max(_SCREEN_CAPACITY, k_list + 1), fn)
+        state.cut[m:] = _TAKE_NOTHING
+        for t0 in range(0, n, step):
+            t1 = min(t0 + step, n)
+            tile = torch.mm(xb[t0:t1], q, out=tile_buf[: t1 - t0])
+            _exclude_queries(tile, t0, qs)
+            state.add(tile.view(torch.int16), t0)
+        # the top k_list: the candidates' float32 similarities, sorted exactly
+        _, jc, qc, cut = state.result()
+        cut = cut[:m]
+        ok = cut != screen.TAKE_ALL  # the candidates are complete
+        keep = qc < m
+        qc, jc = qc[keep], jc[keep]
+        sims = screen.pair_dots(x, qc + start, jc, fn)
+        per = torch.bincount(qc, minlength=m)
+        slot = torch.arange(qc.shape[0]) - (torch.cumsum(per, 0) - per)[qc]
+        width_c = max(k_list, int(per.max()) if per.numel() else 0)
+        vals = torch.full((m, width_c), -math.inf, dtype=torch.float64)
+        cols = (n + torch.arange(width_c)).repeat(m, 1)  # pads: distinct, after every sample
+        vals[qc, slot], cols[qc, slot] = sims, jc
+        _, idx = sort_exactly(vals, cols, k_list)
+        rel[start:end] = codes[idx.clamp(max=n - 1)] == codes[qs, None]
+        f = _first_listed(rel[start:end])
+        if counting:
+            beyond = (f == k_list) & ~classes.singleton[qs] & ok
+            # beyond the list, the rank lies in [lo, hi]: j* itself is among the possible ones
+            lo = state.surely[:m, None].long().clamp(min=k_list)
+            hi = state.possibly[:m, None].long() - 1
+            unsure = ((lo < ks_t) & (ks_t <= hi)).any(dim=1) | ~countable
+            f = torch.where(beyond & ~unsure, lo.squeeze(1), f)
+            recount.append(qs[beyond & unsure])
+        first[start:end] = f
+        redo.append(qs[~ok])
+    redo_q = torch.cat(redo)
+    if redo_q.numel():  # the screen could not bound their top k: all in float32
+        rel[redo_q], first[redo_q] = _exact_search(x, classes, chunk_size, redo_q)
+    recount_q = torch.cat(recount) if recount else redo_q[:0]
+    lost = torch.zeros(0, dtype=torch.bool)
+    if recount_q.numel():  # a K between the two counts: count the band exactly
+        rank = _band_ranks(x, xb, bound, classes, recount_q, fn)
+        lost = rank < 0  # unbounded, or a band too wide for the buffer: count in float32
+        if bool(lost.any()):
+            rank[lost] = _exact_ranks(x, classes, chunk_size, recount_q[lost])
+        first[recount_q] = rank.clamp(min=k_list)
+    log.debug("screen: %d of %d queries recomputed, %d recounted (%d of them in float32)",
+              redo_q.numel(), n, recount_q.numel(), int(lost.sum()))
+    return rel, first
+
+
+def _band_ranks(x: Tensor, xb: Tensor, bound: Tensor, classes: _Classes, queries: Tensor, lib) -> Tensor:
+    """Exact rank of the best positive of each of ``queries`` (not singletons), -1 where the screen
+    cannot bound it or the band did not fit: a second screened pass counts the samples surely above the best positive p and
+    collects the band between the thresholds, whose similarities (:func:`heatup_lib.screen.pair_dots`)
+    then decide -- above p, or equal to p with an index below j*, the lowest-indexed positive at p."""
+    n, d = x.shape
+    out = torch.empty(queries.shape[0], dtype=torch.int64)
+    chunk = _screen_chunk(n)
+    no_table = torch.empty(1, dtype=torch.int16)
+    for s0 in range(0, queries.shape[0], chunk):
+        qs = queries[s0 : s0 + chunk]
+        m = qs.shape[0]
+        width = -(-m // 32) * 32
+        q = torch.zeros(d, width, dtype=torch.bfloat16)
+        q[:, :m] = xb[qs].T
+        tile_buf = torch.empty(_SCREEN_TILE_ROWS, width, dtype=torch.bfloat16)
+        th_surely, th_possibly, countable = _count_thresholds(x, qs, bound, classes, width)
+        state = screen.ScreenPass(th_surely, th_possibly, 0, no_table, _SCREEN_BAND_CAPACITY, lib, cut=th_possibly)
+        state.cut[m:] = _TAKE_NOTHING
+        for t0 in range(0, n, _SCREEN_TILE_ROWS):
+            t1 = min(t0 + _SCREEN_TILE_ROWS, n)
+            tile = torch.mm(xb[t0:t1], q, out=tile_buf[: t1 - t0])
+            _exclude_queries(tile, t0, qs)
+            state.add(tile.view(torch.int16), t0)
+        _, jc, qc, _ = state.result()
+        keep = qc < m
+        qc, jc = qc[keep], jc[keep]
+        p, j_star = _best_positive_index(x, qs, classes)
+        s = screen.pair_dots(x, qs[qc], jc, lib)
+        before = (s > p[qc]) | ((s == p[qc]) & (jc < j_star[qc]))
+        rank = state.surely[:m].long() + torch.bincount(qc[before], minlength=m)
+        out[s0 : s0 + m] = rank.masked_fill(state.blind[:m].bool() | ~countable, -1)
+    return out
+
+
+def _screen_chunk(n: int) -> int:
+    """Queries per chunk of the screen: 2048, a multiple of 1024 (oneDNN's bfloat16 product runs up to 2x
+    faster on those), fewer for a small gallery."""
+    return min(2048, -(-n // 1024) * 1024)
+
+
+def _exact_ranks(x: Tensor, classes: _Classes, chunk_size, queries: Tensor) -> Tensor:
+    """float32 rank of the best positive of each of ``queries`` (none of them singletons)."""
+    n = x.shape[0]
+    chunk = chunk_size or default_chunk_size(n, 1, x.device, x.element_size())
+    out = torch.empty(queries.shape[0], dtype=torch.int64)
+    for start, end, sims, _ in _similarity_blocks(x, chunk, n, queries):
+        rows = torch.arange(end - start)
+        out[start:end] = _rank_of_best_positive(sims, rows, queries[start:end], classes.codes, classes.members)
+    return out
+
+
 def _recalls(ranks: _Ranks, ks: Sequence[int]) -> dict[int, float]:
     """Recall@K for each K from the rank of each query's first correct neighbour."""
     first = ranks.first_hit[ranks.keep]
@@ -367,7 +617,7 @@ def recall_at_k(
     x = _as_embeddings(embeddings)
     ks = _check_ks(ks, x.shape[0])
     codes = _as_codes(labels, x.shape[0], x.device)
-    ranks = _scan(x, codes, max(ks), chunk_size, singletons, need_r=False)
+    ranks = _scan(x, codes, ks, chunk_size, singletons, need_r=False)
     return _recalls(ranks, ks)
 
 
@@ -377,14 +627,14 @@ def map_at_r(embeddings, labels, chunk_size: int | None = None, *, singletons: s
     R is the number of other samples of the query's class.
     """
     x = _as_embeddings(embeddings)
-    ranks = _scan(x, _as_codes(labels, x.shape[0], x.device), 1, chunk_size, singletons, need_r=True)
+    ranks = _scan(x, _as_codes(labels, x.shape[0], x.device), (1,), chunk_size, singletons, need_r=True)
     return float(ranks.ap_at_r[ranks.keep].mean())
 
 
 def r_precision(embeddings, labels, chunk_size: int | None = None, *, singletons: str = "exclude") -> float:
     """R-Precision (Musgrave et al. 2020): mean over queries of the correct fraction of the R nearest others."""
     x = _as_embeddings(embeddings)
-    ranks = _scan(x, _as_codes(labels, x.shape[0], x.device), 1, chunk_size, singletons, need_r=True)
+    ranks = _scan(x, _as_codes(labels, x.shape[0], x.device), (1,), chunk_size, singletons, need_r=True)
     return float(ranks.r_prec[ranks.keep].mean())
 
 
@@ -481,7 +731,7 @@ def evaluate(
     x = _as_embeddings(embeddings)
     ks = _check_ks(DATASET_KS[dataset] if ks is None else ks, x.shape[0])
     codes = _as_codes(labels, x.shape[0], x.device)
-    ranks = _scan(x, codes, max(ks), chunk_size, singletons, need_r=True)
+    ranks = _scan(x, codes, ks, chunk_size, singletons, need_r=True)
     out: dict[str, float] = {}
     if with_nmi:
         out["nmi"] = _nmi(x, codes, None, seed, average, chunk_size=chunk_size, **NMI_KMEANS)

@@ -27,7 +27,7 @@ import math
 import torch
 from torch import Tensor
 
-__all__ = ["group_size", "group_max", "row_topk"]
+__all__ = ["group_size", "group_max", "row_topk", "sort_exactly"]
 
 
 def group_size(num_cols: int, k: int) -> int:
@@ -61,7 +61,7 @@ def _group_max_t(t: Tensor, g: int) -> Tensor:
     return out
 
 
-def _sort_exactly(vals: Tensor, cols: Tensor, k: int) -> tuple[Tensor, Tensor]:
+def sort_exactly(vals: Tensor, cols: Tensor, k: int) -> tuple[Tensor, Tensor]:
     """The first k of each row by value descending, equal values by the lower column (cols distinct per row)."""
     order = torch.argsort(cols, dim=1)
     vals, cols = vals.gather(1, order), cols.gather(1, order)
@@ -100,7 +100,7 @@ def row_topk(s: Tensor, k: int, gmax: Tensor | None = None) -> tuple[Tensor, Ten
     tied = (vals[:, 1:] == vals[:, :-1]).any(dim=1) & ~spill
     rows = tied.nonzero().flatten()
     if rows.numel():
-        out_v[rows], out_i[rows] = _sort_exactly(cand[rows], cols[rows], k)
+        out_v[rows], out_i[rows] = sort_exactly(cand[rows], cols[rows], k)
     rows = spill.nonzero().flatten()
     if rows.numel():
         sv, si = torch.sort(s[rows], dim=1, descending=True, stable=True)
