@@ -21,7 +21,8 @@ Conventions (``../shared/SPEC.md`` section 7):
   and the counts are taken while a tile is in cache, so the passes after the product cost little
   next to it (``bench/metrics_speed.py`` measures the ratio).
 - On a CPU that multiplies bfloat16 natively (Intel AMX / AVX512-BF16, by oneDNN's test), a
-  float32 search of at least ``_SCREEN_MIN_N`` samples screens the blocks in bfloat16
+  float32 search of at least ``_SCREEN_MIN_N`` samples, whose classes are small (R at most
+  ``_SCREEN_MAX_LIST``: CUB, Cars, SOP; not MNIST), screens the blocks in bfloat16
   (:mod:`heatup_lib.screen`, a small C pass compiled on first use): a proven error bound decides
   almost everything from the cheap product, and what it leaves open -- the top-R candidates, the
   ranks where some K falls inside the bound -- is decided on float64 dot products of the float32
@@ -98,6 +99,9 @@ _CUDA_BUDGET_MAX = 4 * 2**30
 # units from this many samples on; _SCREEN = True / False forces it on / off (tests, benchmarks).
 _SCREEN_MIN_N = 4096
 _SCREEN: bool | None = None
+# ... and where a query's list is at most this long: with R in the hundreds (MNIST's classes of
+# ~1,000) the candidates near the R-th similarity overflow the buffers and every query is redone.
+_SCREEN_MAX_LIST = 128
 # Candidates the screen keeps per query before it drops those its cut has passed (screen_kernel.c).
 _SCREEN_CAPACITY = 256
 _SCREEN_TILE_ROWS = 2048
@@ -426,9 +430,10 @@ def _rank_of_best_positive(sims: Tensor, rows: Tensor, queries: Tensor, codes: T
 def _use_screen(x: Tensor, k_list: int) -> bool:
     """Whether the neighbour search screens in bfloat16 (:mod:`heatup_lib.screen`): float32 on a CPU
     that multiplies bfloat16 natively and where the screen's pass compiles, from ``_SCREEN_MIN_N``
-    samples on (``_SCREEN`` overrides the size and the bfloat16 test, not the compiler)."""
+    samples on, with lists of at most ``_SCREEN_MAX_LIST`` (``_SCREEN`` overrides the size and the
+    bfloat16 test, not the compiler or the list length)."""
     n = x.shape[0]
-    fits = x.dtype == torch.float32 and x.device.type == "cpu" and 2 * k_list < n
+    fits = x.dtype == torch.float32 and x.device.type == "cpu" and 2 * k_list < n and k_list <= _SCREEN_MAX_LIST
     if _SCREEN is not None:
         return bool(_SCREEN) and fits and screen.kernel() is not None
     return fits and n >= _SCREEN_MIN_N and screen.available() and screen.kernel() is not None

@@ -207,6 +207,17 @@ def test_screen_decides_most_queries_itself(monkeypatch, caplog):
     assert calls["exact"] + calls["ranks"] < 0.05 * len(y), calls
 
 
+def test_screen_leaves_long_lists_to_float32(monkeypatch):
+    # MNIST-like classes of ~1,000: the candidates near the R-th similarity would overflow every buffer
+    x = torch.randn(10_000, 4)
+    assert M._use_screen(x, 11) == screen.available()  # by default: where bfloat16 is native
+    assert not M._use_screen(x, M._SCREEN_MAX_LIST + 1)
+    screened(monkeypatch)
+    assert M._use_screen(x, 11)
+    assert not M._use_screen(x, M._SCREEN_MAX_LIST + 1)
+    assert not M._use_screen(x.double(), 11)
+
+
 def test_screen_off_without_compiler(monkeypatch):
     monkeypatch.setattr(M, "_SCREEN", True)
     monkeypatch.setattr(screen, "kernel", lambda *a, **k: None)
