@@ -2,15 +2,15 @@
 
 On a CPU with bfloat16 matrix units (Intel AMX, AVX512-BF16) the similarity product in bfloat16
 costs a fraction of the float32 one, and the passes over its result touch half the bytes. The
-screen never decides anything it cannot prove: every screened similarity ``t`` of a query q and
-a gallery sample j lies within ``e_q`` of the float32 similarity ``s`` that decides the ranking
-(:func:`pair_dots`), where
+screen never decides anything it cannot prove: the float32 accumulation of every screened
+similarity of a query q and a gallery sample j lies within ``e_q`` of the similarity ``s`` that
+decides the ranking (:func:`pair_dots`: the float64 dot product of the float32 rows), where
 
     e_q = max_j |dx_j| + (1 + 2^-8) |dx_q| + 2 (gamma_D + gamma_D') (1 + 2^-7)
 
 bounds the rounding of the inputs to bfloat16 (``dx = x - bf16(x)``, by Cauchy-Schwarz on unit
-rows), the float32 accumulation of the product (gamma_K = K u / (1 - K u), u = 2^-24) and that
-of ``pair_dots`` itself. The product's final rounding to bfloat16 is not in the bound: it is
+rows), the float32 accumulation of the product (gamma_K = K u / (1 - K u), u = 2^-24) and, with
+room to spare, that of ``pair_dots`` itself. The product's final rounding to bfloat16 is not in the bound: it is
 handled by comparing only against bfloat16 numbers rounded the safe way (:func:`bits_up`,
 :func:`bits_down`), so that any faithful rounding of the product keeps every conclusion true.
 
@@ -18,6 +18,11 @@ Positive bfloat16 numbers are ordered as their bit patterns read as int16, so a 
 compared, counted and maximised as int16, the cheap integer way; negative values read as
 negative int16 and fall below every positive threshold. A query whose thresholds are not
 positive is not screened (the caller computes it exactly).
+
+The pass over each tile -- two counts and the candidates of a running top k per query -- is the
+C function ``screen_tile`` (``screen_kernel.c``; AVX-512 where the compiler targets it, plain
+loops elsewhere), compiled on first use by :func:`kernel`: torch ops cost several passes over a
+tile for what it does in one.
 """
 
 from __future__ import annotations
