@@ -439,35 +439,49 @@ def _use_screen(x: Tensor, k_list: int) -> bool:
     return fits and n >= _SCREEN_MIN_N and screen.available() and screen.kernel() is not None
 
 
-def _best_positive_index(x: Tensor, queries: Tensor, classes: _Classes) -> tuple[Tensor, Tensor]:
+def _best_positive_index(x: Tensor, queries: Tensor, classes: _Classes, lib) -> tuple[Tensor, Tensor]:
     """Each query's best positive: its similarity p (b,) to its most similar other class member
     (float64, :func:`heatup_lib.screen.pair_dots`; -inf if none), and j* (b,), the lowest index of a
     positive at p."""
     cand = classes.members[classes.codes[queries]]
     valid = (cand >= 0) & (cand != queries[:, None])
-    s = screen.pair_dots(x, queries[:, None].expand_as(cand), cand.clamp(min=0), screen.kernel())
+    s = screen.pair_dots(x, queries[:, None].expand_as(cand), cand.clamp(min=0), lib)
     s = s.masked_fill(~valid, -math.inf)
     p = s.max(dim=1).values
     j_star = torch.where(valid & (s == p[:, None]), cand, x.shape[0]).min(dim=1).values
     return p, j_star
 
 
-def _count_thresholds(x: Tensor, qs: Tensor, bound: Tensor, classes: _Classes, width: int) -> tuple[Tensor, Tensor, Tensor]:
+def _count_thresholds(p: Tensor, e: Tensor, width: int) -> tuple[Tensor, Tensor, Tensor]:
     """int16 thresholds (width,) for the screened counts surely above / possibly at or above each query's
-    best positive p, and which queries (len(qs),) they bound (``NEVER`` for the rest and the padding)."""
-    m = qs.shape[0]
+    best positive p (float64 (m,), -inf for none) with error bound e (m,), and which queries they
+    bound (m,); ``NEVER`` for the rest and the padding columns."""
+    m = p.shape[0]
     th_surely = torch.full((width,), screen.NEVER, dtype=torch.int16)
     th_possibly = th_surely.clone()
-    if classes.members is None:
-        return th_surely, th_possibly, torch.zeros(m, dtype=torch.bool)
-    e = bound[qs]
-    p = _best_positive_index(x, qs, classes)[0]
     lo, hi = screen.bits_down((p - e).clamp(min=0)), screen.bits_up((p + e).clamp(min=0))
     countable = torch.isfinite(p) & (p - e > 0) & (lo >= 1) & (hi < screen.NEVER)
     never = torch.tensor(screen.NEVER, dtype=torch.int16)
     th_possibly[:m] = torch.where(countable, lo, never)  # v >= bf16_down(p - e): possibly s >= p
     th_surely[:m] = torch.where(countable, hi + 1, never)  # v > bf16_up(p + e): surely s > p
     return th_surely, th_possibly, countable
+
+
+def _screen_tiles(xb: Tensor, qs: Tensor, state: screen.ScreenPass) -> None:
+    """Pass ``state`` over the bfloat16 similarities of the samples ``qs`` with every sample, tile by
+    tile of gallery rows; each query's own entry is -inf, and the padding columns beyond len(qs)
+    (all zero) get a cut nothing reaches."""
+    n, d = xb.shape
+    width = state.cut.shape[0]
+    state.cut[qs.shape[0] :] = _TAKE_NOTHING
+    q = torch.zeros(d, width, dtype=torch.bfloat16)
+    q[:, : qs.shape[0]] = xb[qs].T
+    tile_buf = torch.empty(min(_SCREEN_TILE_ROWS, n), width, dtype=torch.bfloat16)
+    for t0 in range(0, n, _SCREEN_TILE_ROWS):
+        t1 = min(t0 + _SCREEN_TILE_ROWS, n)
+        tile = torch.mm(xb[t0:t1], q, out=tile_buf[: t1 - t0])
+        _exclude_queries(tile, t0, qs)
+        state.add(tile.view(torch.int16), t0)
 
 
 def _screened_search(x: Tensor, classes: _Classes, ks: tuple[int, ...], chunk_size) -> tuple[Tensor, Tensor]:
@@ -486,17 +500,14 @@ def _screened_search(x: Tensor, classes: _Classes, ks: tuple[int, ...], chunk_si
     (:func:`_band_ranks`). A query the screen cannot bound (thresholds that are not positive, a
     buffer that overflowed) is computed by the float32 search afterwards. Nothing N x N is stored.
     """
-    n, d = x.shape
+    n = x.shape[0]
     k_list, codes, counting = classes.k_list, classes.codes, classes.members is not None
-    fn = screen.kernel()
+    lib = screen.kernel()
     xb = x.bfloat16()
     bound = screen.error_bounds(x, xb)
     table = screen.cut_table(float(bound.max()))
     chunk = chunk_size or _screen_chunk(n)
     width = -(-chunk // 32) * 32  # the pass takes 32 columns at a time
-    step = _SCREEN_TILE_ROWS
-    tile_buf = torch.empty(step, width, dtype=torch.bfloat16)
-    q = torch.zeros(d, width, dtype=torch.bfloat16)
     rel = torch.empty(n, k_list, dtype=torch.bool)
     first = torch.empty(n, dtype=torch.int64)
     redo, recount = [], []
@@ -504,23 +515,20 @@ def _screened_search(x: Tensor, classes: _Classes, ks: tuple[int, ...], chunk_si
     for start in range(0, n, chunk):
         end = min(start + chunk, n)
         m, qs = end - start, torch.arange(start, end)
-        q.zero_()  # padding columns: all zero, with thresholds nothing reaches
-        q[:, :m] = xb[start:end].T
-        th_surely, th_possibly, countable = _count_thresholds(x, qs, bound, classes, width)
-        state = screen.ScreenPass(th_surely, th_possibly, k_list, table, max(_SCREEN_CAPACITY, k_list + 1), fn)
-        state.cut[m:] = _TAKE_NOTHING
-        for t0 in range(0, n, step):
-            t1 = min(t0 + step, n)
-            tile = torch.mm(xb[t0:t1], q, out=tile_buf[: t1 - t0])
-            _exclude_queries(tile, t0, qs)
-            state.add(tile.view(torch.int16), t0)
-        # the top k_list: the candidates' float32 similarities, sorted exactly
+        if counting:
+            p = _best_positive_index(x, qs, classes, lib)[0]
+        else:
+            p = torch.full((m,), -math.inf, dtype=torch.float64)  # nothing to count
+        th_surely, th_possibly, countable = _count_thresholds(p, bound[qs], width)
+        state = screen.ScreenPass(th_surely, th_possibly, k_list, table, max(_SCREEN_CAPACITY, k_list + 1), lib)
+        _screen_tiles(xb, qs, state)
+        # the top k_list: the candidates' float64 similarities, sorted exactly
         _, jc, qc, cut = state.result()
         cut = cut[:m]
         ok = cut != screen.TAKE_ALL  # the candidates are complete
         keep = qc < m
         qc, jc = qc[keep], jc[keep]
-        sims = screen.pair_dots(x, qc + start, jc, fn)
+        sims = screen.pair_dots(x, qc + start, jc, lib)
         per = torch.bincount(qc, minlength=m)
         slot = torch.arange(qc.shape[0]) - (torch.cumsum(per, 0) - per)[qc]
         width_c = max(k_list, int(per.max()) if per.numel() else 0)
@@ -546,7 +554,7 @@ def _screened_search(x: Tensor, classes: _Classes, ks: tuple[int, ...], chunk_si
     recount_q = torch.cat(recount) if recount else redo_q[:0]
     lost = torch.zeros(0, dtype=torch.bool)
     if recount_q.numel():  # a K between the two counts: count the band exactly
-        rank = _band_ranks(x, xb, bound, classes, recount_q, fn)
+        rank = _band_ranks(x, xb, bound, classes, recount_q, lib)
         lost = rank < 0  # unbounded, or a band too wide for the buffer: count in float32
         if bool(lost.any()):
             rank[lost] = _exact_ranks(x, classes, chunk_size, recount_q[lost])
@@ -558,32 +566,23 @@ def _screened_search(x: Tensor, classes: _Classes, ks: tuple[int, ...], chunk_si
 
 def _band_ranks(x: Tensor, xb: Tensor, bound: Tensor, classes: _Classes, queries: Tensor, lib) -> Tensor:
     """Exact rank of the best positive of each of ``queries`` (not singletons), -1 where the screen
-    cannot bound it or the band did not fit: a second screened pass counts the samples surely above the best positive p and
-    collects the band between the thresholds, whose similarities (:func:`heatup_lib.screen.pair_dots`)
-    then decide -- above p, or equal to p with an index below j*, the lowest-indexed positive at p."""
-    n, d = x.shape
+    cannot bound it or the band did not fit. A second screened pass counts the samples surely above
+    the best positive p and collects the band between the thresholds, whose similarities
+    (:func:`heatup_lib.screen.pair_dots`) then decide: above p, or equal to p with an index below
+    j*, the lowest-indexed positive at p."""
     out = torch.empty(queries.shape[0], dtype=torch.int64)
-    chunk = _screen_chunk(n)
+    chunk = _screen_chunk(x.shape[0])
     no_table = torch.empty(1, dtype=torch.int16)
     for s0 in range(0, queries.shape[0], chunk):
         qs = queries[s0 : s0 + chunk]
         m = qs.shape[0]
-        width = -(-m // 32) * 32
-        q = torch.zeros(d, width, dtype=torch.bfloat16)
-        q[:, :m] = xb[qs].T
-        tile_buf = torch.empty(_SCREEN_TILE_ROWS, width, dtype=torch.bfloat16)
-        th_surely, th_possibly, countable = _count_thresholds(x, qs, bound, classes, width)
+        p, j_star = _best_positive_index(x, qs, classes, lib)
+        th_surely, th_possibly, countable = _count_thresholds(p, bound[qs], -(-m // 32) * 32)
         state = screen.ScreenPass(th_surely, th_possibly, 0, no_table, _SCREEN_BAND_CAPACITY, lib, cut=th_possibly)
-        state.cut[m:] = _TAKE_NOTHING
-        for t0 in range(0, n, _SCREEN_TILE_ROWS):
-            t1 = min(t0 + _SCREEN_TILE_ROWS, n)
-            tile = torch.mm(xb[t0:t1], q, out=tile_buf[: t1 - t0])
-            _exclude_queries(tile, t0, qs)
-            state.add(tile.view(torch.int16), t0)
+        _screen_tiles(xb, qs, state)
         _, jc, qc, _ = state.result()
         keep = qc < m
         qc, jc = qc[keep], jc[keep]
-        p, j_star = _best_positive_index(x, qs, classes)
         s = screen.pair_dots(x, qs[qc], jc, lib)
         before = (s > p[qc]) | ((s == p[qc]) & (jc < j_star[qc]))
         rank = state.surely[:m].long() + torch.bincount(qc[before], minlength=m)

@@ -149,9 +149,10 @@ def _cache_dir() -> Path:
 
 
 def kernel(flags: tuple[str, ...] = ("-O3", "-march=native")):
-    """The screen's C functions (``screen_kernel.c``: ``screen_tile``, ``pair_dots``) compiled with the C compiler (``$CC``, else ``cc``) and
-    loaded, or None where there is no compiler or it fails (the caller then searches without the
-    screen). Compiled once per source, flags and CPU; the library file is written atomically."""
+    """The screen's C functions (``screen_kernel.c``: ``screen_tile``, ``pair_dots``), compiled with the
+    C compiler (``$CC``, else ``cc``) and loaded; None where there is no compiler or it fails (the
+    caller then searches without the screen). Compiled once per source, flags and CPU; the library
+    file is written atomically."""
     cc = os.environ.get("CC", "cc")
     key = (cc, *flags)
     if key in _kernel_cache:
@@ -159,7 +160,7 @@ def kernel(flags: tuple[str, ...] = ("-O3", "-march=native")):
     source = _SOURCE.read_bytes()
     digest = hashlib.sha256(b"\0".join([source, *(f.encode() for f in key), _cpu_tag().encode()])).hexdigest()[:16]
     lib_path = _cache_dir() / f"screen-{digest}.so"
-    fn = None
+    loaded = None
     try:
         if not lib_path.exists():
             lib_path.parent.mkdir(parents=True, exist_ok=True)
@@ -171,17 +172,16 @@ def kernel(flags: tuple[str, ...] = ("-O3", "-march=native")):
         lib = ctypes.CDLL(str(lib_path))
         ptr, i64 = ctypes.c_void_p, ctypes.c_int64
         lib.screen_tile.restype = ctypes.c_int
-        lib.screen_tile.argtypes = [ptr, i64, i64, i64, i64, ptr, ptr, ptr, ptr, ptr, i64, ptr, ptr, ptr, ptr, i64, ptr, ptr]
+        lib.screen_tile.argtypes = [ptr, i64, i64, i64, ptr, ptr, ptr, ptr, ptr, i64, ptr, ptr, ptr, ptr, i64, ptr, ptr]
         lib.pair_dots.restype = None
         lib.pair_dots.argtypes = [ptr, i64, ptr, ptr, i64, ptr]
-        fn = lib
+        loaded = lib
     except (OSError, subprocess.SubprocessError) as err:
         detail = getattr(err, "stderr", b"") or b""
         log.warning("the bfloat16 screen is off: could not build %s with %s (%s) %s",
                     _SOURCE.name, cc, err, detail.decode(errors="replace")[-500:])
-        fn = None
-    _kernel_cache[key] = fn
-    return fn
+    _kernel_cache[key] = loaded
+    return loaded
 
 
 class ScreenPass:
@@ -190,8 +190,9 @@ class ScreenPass:
 
     ``th_surely`` / ``th_possibly`` are int16 (width,) bit patterns (``NEVER`` counts nothing);
     ``table`` is :func:`cut_table`'s. With ``k = 0`` the cut stays ``cut`` (int16 (width,)) and the
-    pass collects each column's band ``cut <= v < th_surely`` instead; ``width`` must be a multiple of 32, at most 4096. Tiles are
-    int16 views of bfloat16 blocks (t, width), C-contiguous, fewer than 2^15 rows each.
+    pass collects each column's band ``cut <= v < th_surely`` instead. ``width`` must be a multiple
+    of 32, at most 4096. Tiles are int16 views of bfloat16 blocks (t, width), C-contiguous, fewer
+    than 2^15 rows each.
     """
 
     def __init__(self, th_surely: Tensor, th_possibly: Tensor, k: int, table: Tensor, capacity: int, lib,
@@ -199,7 +200,7 @@ class ScreenPass:
         width = th_surely.shape[0]
         if width % 32 or width > 4096 or th_possibly.shape != th_surely.shape:
             raise ValueError(f"thresholds must be int16 (width,) with width a multiple of 32 and <= 4096, got {width}")
-        self.fn, self.k, self.capacity = lib, k, capacity
+        self.lib, self.k, self.capacity = lib, k, capacity
         self.th_surely = th_surely.to(torch.int16).contiguous()
         self.th_possibly = th_possibly.to(torch.int16).contiguous()
         self.table = table.contiguous()
@@ -218,8 +219,8 @@ class ScreenPass:
         t, w = tile.shape
         if tile.dtype != torch.int16 or not tile.is_contiguous() or w != self.cut.shape[0]:
             raise ValueError(f"a tile must be C-contiguous int16 (t, {self.cut.shape[0]}), got {tile.dtype} {tuple(tile.shape)}")
-        rc = self.fn.screen_tile(
-            tile.data_ptr(), t, w, w, t0, self.th_surely.data_ptr(), self.th_possibly.data_ptr(),
+        rc = self.lib.screen_tile(
+            tile.data_ptr(), t, w, t0, self.th_surely.data_ptr(), self.th_possibly.data_ptr(),
             self.surely.data_ptr(), self.possibly.data_ptr(), self.run.data_ptr(), self.k, self.cut.data_ptr(),
             self.table.data_ptr(), self.buf_v.data_ptr(), self.buf_j.data_ptr(), self.capacity,
             self.fill.data_ptr(), self.blind.data_ptr())

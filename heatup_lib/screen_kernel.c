@@ -1,7 +1,7 @@
 /* One pass of the bfloat16 screen over a tile of a similarity block (see heatup_lib/screen.py).
  *
  * The tile holds t gallery rows by w query columns of bfloat16 similarities, read as int16 bit
- * patterns, rows `stride` entries apart (stride >= w: the tile may be a column slice of a wider one). Positive bfloat16 numbers are ordered as those patterns; every threshold passed here
+ * patterns. Positive bfloat16 numbers are ordered as those patterns; every threshold passed here
  * is the pattern of a positive number, or -32768 ("take everything") for the cut, so negative
  * entries (negative int16) fall below every threshold except that one. Per query column c:
  *
@@ -57,17 +57,17 @@ static void take(int64_t c, int16_t v, int32_t j, int16_t *run, int64_t k, int16
     }
 }
 
-int screen_tile(const int16_t *tile, int64_t t, int64_t w, int64_t stride, int64_t t0,
+int screen_tile(const int16_t *tile, int64_t t, int64_t w, int64_t t0,
                 const int16_t *th_surely, const int16_t *th_possibly, int32_t *n_surely, int32_t *n_possibly,
                 int16_t *run, int64_t k, int16_t *cut, const int16_t *table,
                 int16_t *buf_v, int32_t *buf_j, int64_t cap, int32_t *fill, uint8_t *blind) {
-    if (w > MAX_WIDTH || w % 32 || stride < w || t >= 32768 || k < 0 || cap < k) return -1;
+    if (w > MAX_WIDTH || w % 32 || t >= 32768 || k < 0 || cap < k) return -1;
     int16_t acc_s[MAX_WIDTH] __attribute__((aligned(64)));
     int16_t acc_p[MAX_WIDTH] __attribute__((aligned(64)));
     memset(acc_s, 0, (size_t)w * 2);
     memset(acc_p, 0, (size_t)w * 2);
     for (int64_t r = 0; r < t; r++) {
-        const int16_t *row = tile + r * stride;
+        const int16_t *row = tile + r * w;
 #ifdef __AVX512BW__
         const __m512i one = _mm512_set1_epi16(1);
         for (int64_t c0 = 0; c0 < w; c0 += 32) {

@@ -184,7 +184,7 @@ def test_screened_metrics_match_brute_force(monkeypatch, overrides):
         check(x32.numpy(), y, (1, 4, 16, 100, 500), singletons=singletons)
 
 
-def test_screen_decides_most_queries_itself(monkeypatch, caplog):
+def test_screen_decides_most_queries_itself(monkeypatch):
     # the test above passes whether or not the screen does the work: here it must
     screened(monkeypatch)
     x, y = random_data(n=3000, d=32, classes=500, seed=9)
